@@ -1,0 +1,1 @@
+"""Adapters: one module per model family, registered in the ``vlground.adapters`` entry-point group."""

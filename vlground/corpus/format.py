@@ -1,0 +1,222 @@
+"""The on-disk corpus format: the contract between ``build-corpus``, ``train`` and ``probe``.
+
+A corpus is a folder::
+
+    corpus.json          metadata: format, kind, chunk_len, n_chunks, options used (drop_cooc, seed, inputs)
+    chunks.npy           int32 [n_chunks, chunk_len], memory-mapped on load; the tail chunk is
+                         right-padded with the ``<pad>`` id (trainers mask pad labels)
+    chunk_source.npy     int32 [n_chunks]: index into sources.json of the file the chunk starts in
+    sources.json         list of input file names (``archive.zip!Eng-NA/x.cha`` inside zips)
+    vocab.json           token -> id; words spelled ``word<ENV>`` / ``word<LAN>``, speakers ``<CHI>``
+    tokenizer.json (+ tokenizer_config.json, special_tokens_map.json)
+                         the same vocabulary as a Hugging Face ``PreTrainedTokenizerFast``
+    pairs.json           list of words that have both forms: {"word", "env_id", "lan_id"}; the
+                         position in this list is the *pair index*
+    cooc.npz             scipy.sparse CSR bool [n_chunks, n_pairs]: pair p co-occurs in chunk c
+                         (both ``w<ENV>`` and ``w<LAN>`` are in the chunk)
+    token_counts.npy     int64 [vocab_size]: occurrences of each id in the kept chunks
+    stats.json           counts and skipped files/utterances with reasons
+    dropped_chunks.npy   (only with --drop-cooc) int64: indices, in the numbering before the drop,
+                         of the chunks removed
+
+Writers build the folder under a temporary sibling name and rename it into place
+(:func:`atomic_dir`), so a crash never leaves a half-written corpus under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from vlground.errors import InputError
+
+FORMAT = "vlground-corpus/1"
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+ENV, LAN = "<ENV>", "<LAN>"
+
+
+def env_token(word: str) -> str:
+    return f"{word}{ENV}"
+
+
+def lan_token(word: str) -> str:
+    return f"{word}{LAN}"
+
+
+def speaker_token(code: str) -> str:
+    return f"<{code}>"
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success rename it to ``final``.
+
+    On an exception (Ctrl-C included) the temporary folder is removed and ``final`` is left as
+    it was. With ``overwrite`` an existing ``final`` is replaced only after the new one is
+    complete.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise InputError(f"{final}: already exists (choose another --out or pass --overwrite)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Corpus:
+    """A corpus folder opened for reading (arrays are memory-mapped)."""
+
+    path: Path
+    meta: dict = field(repr=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Corpus":
+        path = Path(path)
+        meta_file = path / "corpus.json"
+        if not path.is_dir():
+            raise InputError(f"{path}: no such corpus folder")
+        if not meta_file.is_file():
+            raise InputError(f"{path}: not a vlground corpus (no corpus.json)")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{meta_file}: corrupt ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise InputError(f"{meta_file}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+        corpus = cls(path=path, meta=meta)
+        chunks = corpus.chunks  # validates shape
+        if chunks.shape != (meta["n_chunks"], meta["chunk_len"]):
+            raise InputError(
+                f"{path / 'chunks.npy'}: shape {chunks.shape} does not match corpus.json "
+                f"({meta['n_chunks']} x {meta['chunk_len']})"
+            )
+        return corpus
+
+    # -- arrays -----------------------------------------------------------------------------
+    def _npy(self, name: str, mmap: bool = True) -> np.ndarray:
+        f = self.path / name
+        try:
+            return np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError(f"{f}: missing") from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{f}: corrupt ({exc})") from None
+
+    @cached_property
+    def chunks(self) -> np.ndarray:
+        """int32 [n_chunks, chunk_len], memory-mapped."""
+        return self._npy("chunks.npy")
+
+    @cached_property
+    def chunk_source(self) -> np.ndarray:
+        return self._npy("chunk_source.npy", mmap=False)
+
+    @cached_property
+    def token_counts(self) -> np.ndarray:
+        return self._npy("token_counts.npy", mmap=False)
+
+    @cached_property
+    def cooc(self):
+        """scipy.sparse CSR bool [n_chunks, n_pairs]."""
+        import scipy.sparse
+
+        f = self.path / "cooc.npz"
+        try:
+            return scipy.sparse.load_npz(f).tocsr()
+        except FileNotFoundError:
+            raise InputError(f"{f}: missing") from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{f}: corrupt ({exc})") from None
+
+    # -- json -------------------------------------------------------------------------------
+    def _json(self, name: str):
+        f = self.path / name
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{f}: missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{f}: corrupt ({exc})") from None
+
+    @cached_property
+    def vocab(self) -> dict[str, int]:
+        return self._json("vocab.json")
+
+    @cached_property
+    def id_to_token(self) -> list[str]:
+        out = [""] * len(self.vocab)
+        for tok, i in self.vocab.items():
+            out[i] = tok
+        return out
+
+    @cached_property
+    def pairs(self) -> list[dict]:
+        return self._json("pairs.json")
+
+    @cached_property
+    def stats(self) -> dict:
+        return self._json("stats.json")
+
+    @cached_property
+    def sources(self) -> list[str]:
+        return self._json("sources.json")
+
+    @property
+    def chunk_len(self) -> int:
+        return int(self.meta["chunk_len"])
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.meta["n_chunks"])
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab["<pad>"]
+
+    def tokenizer(self):
+        """The vocabulary as a ``transformers.PreTrainedTokenizerFast``."""
+        from transformers import PreTrainedTokenizerFast
+
+        if not (self.path / "tokenizer.json").is_file():
+            raise InputError(f"{self.path / 'tokenizer.json'}: missing")
+        return PreTrainedTokenizerFast.from_pretrained(str(self.path))
+
+    def cumulative_cooc(self, order: np.ndarray, n_seen: int) -> np.ndarray:
+        """int64 [n_pairs]: chunks holding each pair among the first ``n_seen`` of ``order``.
+
+        ``order`` is the sequence of chunk indices a training run showed (``RUN/order.npy``); a
+        run at step ``s`` with batch size ``B`` has seen ``n_seen = s * B`` chunks.
+        """
+        seen = np.asarray(order[: int(n_seen)], dtype=np.int64)
+        if seen.size == 0:
+            return np.zeros(len(self.pairs), dtype=np.int64)
+        counts = np.bincount(seen, minlength=self.n_chunks)  # a chunk seen twice counts twice
+        return np.asarray(self.cooc.T.astype(np.int64) @ counts, dtype=np.int64).ravel()
