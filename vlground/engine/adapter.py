@@ -1,0 +1,258 @@
+"""The adapter interface: everything model-specific the probing engine needs, and nothing more.
+
+An adapter describes one model family (the text testbed, an LM fed DINOv2 patches, a pretrained
+VLM). The engine never looks inside a model; it asks the adapter, in this order::
+
+    adapter = Adapter.from_options(options)     # CLI flags / a dict; unknown needs -> InputError
+    for ckpt in adapter.checkpoints():          # what can be probed (one per step of each run,
+        loaded = adapter.load(ckpt)             #  or a single one for a pretrained VLM)
+        items = adapter.items(loaded)           # probe items, match and mismatch, paired
+        batch = adapter.batch(loaded, items)    # model inputs + the positions that matter
+        lp = adapter.target_logprobs(loaded, batch)   # [batch] log p(target | context), nats
+
+Exact semantics (every adapter must keep them; ``vlground.testing.check_adapter`` checks):
+
+* **Surprisal** of an item is ``-target_logprobs``: the sum over the target's sub-tokens ``k`` of
+  ``-log p(target_ids[b, k] | tokens up to target_positions[b, k])``, read from the logits *at*
+  ``target_positions[b, k]`` (the position just before that sub-token). Word-level vocabularies
+  have one sub-token; LLaVA scores a word of several sub-tokens as the sum (teacher forcing:
+  the earlier sub-tokens are in the input).
+* ``predict_positions[b] == target_positions[b, 0]``: the position just before the target word.
+  Saliency is read *into* this position.
+* ``env_mask[b, j]`` is True for the environment positions of item ``b``: the ``w<ENV>`` token
+  (text testbed, env2lan direction; the ``w<LAN>`` token for lan2env), or the image patch tokens
+  whose patch lies inside the object's box (vision). ``env_span`` marks all environment
+  positions (the whole ENV frame, or every image patch).
+* Match and mismatch items of one pair share ``pair_id``; they differ only in the environment
+  (the ENV word, or the image), never in the linguistic context or the target.
+* Boxes map to patches through :mod:`vlground.vision` (one shared implementation).
+
+Capabilities an adapter lacks are declared by :meth:`Adapter.capabilities`; the engine skips the
+probes that need them and writes a note (an LSTM has no attention heads).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+
+from vlground.errors import InputError
+
+
+class Capability(str, enum.Enum):
+    """What a loaded model offers beyond next-token log-probabilities."""
+
+    ATTENTION = "attention"  #: eager attention maps with gradients, and zeroable heads
+    HIDDEN_STATES = "hidden_states"  #: per-layer residual stream + an unembedding (tuned lens)
+    TRAJECTORY = "trajectory"  #: several checkpoints over training (steps)
+    COOCCURRENCE = "cooccurrence"  #: cumulative co-occurrence counts per target at each step
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One probeable model state."""
+
+    run: str  #: run name (a run folder's name, or the model id)
+    path: str  #: checkpoint folder or hub id
+    seed: int | None = None
+    step: int | None = None  #: training step; None for a pretrained model
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}@{'final' if self.step is None else self.step}"
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    """One probe: an environment, a linguistic context and a target word."""
+
+    item_id: str
+    pair_id: str  #: shared by the match item and its mismatch item
+    word: str  #: the target word (its referent is in the environment in the match condition)
+    condition: Literal["match", "mismatch"]
+    direction: Literal["env2lan", "lan2env"] = "env2lan"
+    env_word: str | None = None  #: the word whose referent the environment holds
+    template: int = 0  #: index of the (environment, linguistic) frame pair
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeBatch:
+    """Model inputs for a list of items, right-padded, with the positions that matter.
+
+    Shapes: ``B`` items, ``S`` sequence length, ``T`` target sub-tokens (1 for word-level).
+    """
+
+    items: list[ProbeItem]
+    model_inputs: dict[str, torch.Tensor]  #: kwargs for ``model(**model_inputs)``
+    target_ids: torch.Tensor  #: long [B, T], padded with -100
+    target_positions: torch.Tensor  #: long [B, T]: logits position scoring each sub-token
+    env_mask: torch.Tensor  #: bool [B, S]: the referent's environment positions
+    env_span: torch.Tensor | None = None  #: bool [B, S]: all environment positions
+
+    @property
+    def predict_positions(self) -> torch.Tensor:
+        """long [B]: the position just before the target word."""
+        return self.target_positions[:, 0]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to(self, device) -> "ProbeBatch":
+        return dataclasses.replace(
+            self,
+            model_inputs={k: v.to(device) for k, v in self.model_inputs.items()},
+            target_ids=self.target_ids.to(device),
+            target_positions=self.target_positions.to(device),
+            env_mask=self.env_mask.to(device),
+            env_span=None if self.env_span is None else self.env_span.to(device),
+        )
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Where a model's attention heads live, for saliency and head ablation.
+
+    ``out_proj`` is a module path template with ``{layer}`` (e.g. ``transformer.h.{layer}.attn.c_proj``)
+    whose *input* is the concatenation of the heads' outputs ``[..., n_heads * head_dim]``.
+    ``layers`` are the model layers that have attention (all for GPT-2, some for hybrids), in
+    the order the model returns them in ``outputs.attentions``.
+    """
+
+    out_proj: str
+    n_heads: int
+    head_dim: int
+    layers: tuple[int, ...]
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint in memory. ``extra`` holds what the adapter needs later (corpus, processor)."""
+
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    tokenizer: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter(abc.ABC):
+    """Base class of all adapters. Subclasses set ``name`` and implement the abstract methods.
+
+    Options: a subclass declares a dataclass ``Options`` (one docstring per field); the CLI passes
+    every ``vlground probe`` flag it has as a dict to :meth:`from_options`, which keeps the
+    fields ``Options`` declares.
+    """
+
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Options:
+        batch_size: int = 32  #: items per forward pass
+        device: str = "auto"  #: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``...
+
+    def __init__(self, options: "Adapter.Options | None" = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> "Adapter":
+        names = {f.name for f in dataclasses.fields(cls.Options)}
+        kwargs = {k: v for k, v in (options or {}).items() if k in names and v is not None}
+        try:
+            return cls(cls.Options(**kwargs))
+        except TypeError as exc:
+            raise InputError(f"adapter {cls.name}: {exc}") from None
+
+    # -- required -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint this adapter can probe, sorted by (run, step). Never empty: raise
+        :class:`InputError` naming the folder when there is nothing to probe."""
+
+    @abc.abstractmethod
+    def load(self, checkpoint: Checkpoint) -> LoadedModel:
+        """Load one checkpoint in eval mode. A corrupt checkpoint raises :class:`InputError`
+        naming its path (the engine skips it and goes on)."""
+
+    @abc.abstractmethod
+    def items(self, loaded: LoadedModel) -> list[ProbeItem]:
+        """The probe items for this model: for each pair a match and a mismatch item. Items
+        that cannot be made are left out and reported through :meth:`skipped`."""
+
+    @abc.abstractmethod
+    def batch(self, loaded: LoadedModel, items: list[ProbeItem]) -> ProbeBatch:
+        """Inputs for ``items`` (any length; the engine chunks by ``options.batch_size``)."""
+
+    # -- optional, with defaults --------------------------------------------------------------
+    def capabilities(self, loaded: LoadedModel) -> frozenset[Capability]:
+        """What this model offers; the default is none beyond log-probabilities."""
+        return frozenset()
+
+    def attention_site(self, loaded: LoadedModel) -> AttentionSite | None:
+        """Where the heads are (needed for ``Capability.ATTENTION``)."""
+        return None
+
+    def unembed(self, loaded: LoadedModel):
+        """``h [..., d] -> logits [..., vocab]`` for a residual-stream state (final norm + head);
+        needed for ``Capability.HIDDEN_STATES``."""
+        return None
+
+    def cooccurrence(self, loaded: LoadedModel, words: list[str]) -> dict[str, int] | None:
+        """Cumulative co-occurrence count of each word's environment and linguistic forms up to
+        this checkpoint's step, in training order (``Capability.COOCCURRENCE``)."""
+        return None
+
+    def lens_batches(self, loaded: LoadedModel) -> list[dict[str, torch.Tensor]] | None:
+        """Held-out model inputs to fit a tuned lens on (``Capability.HIDDEN_STATES``)."""
+        return None
+
+    def skipped(self) -> list[str]:
+        """One-line reasons for items or checkpoints left out (shown in the report)."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the results (shown in the report; hashed for caching)."""
+        return {"adapter": self.name, **{k: _jsonable(v) for k, v in dataclasses.asdict(self.options).items()}}
+
+    # -- scoring --------------------------------------------------------------------------------
+    def forward(self, loaded: LoadedModel, batch: ProbeBatch, **kwargs):
+        """Run the model on a batch; returns the model output (``.logits`` [B, S, V])."""
+        return loaded.model(**batch.model_inputs, **kwargs)
+
+    @torch.no_grad()
+    def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
+        """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens."""
+        out = self.forward(loaded, batch.to(loaded.device))
+        return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
+
+
+def gather_target_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, target_positions: torch.Tensor) -> torch.Tensor:
+    """Sum of ``log_softmax(logits[b, target_positions[b, k]])[target_ids[b, k]]`` over valid k.
+
+    logits [B, S, V]; target_ids, target_positions long [B, T] (target_ids -100 = padding) -> [B].
+    """
+    target_ids = target_ids.to(logits.device)
+    target_positions = target_positions.to(logits.device)
+    valid = target_ids >= 0
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None].expand_as(target_positions)
+    picked = logits[rows, target_positions.clamp(min=0)].float()  # [B, T, V]
+    logp = torch.log_softmax(picked, dim=-1).gather(-1, target_ids.clamp(min=0)[..., None])[..., 0]
+    return (logp * valid).sum(-1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _jsonable(v):
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
