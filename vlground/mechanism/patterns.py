@@ -1,0 +1,131 @@
+"""Gather and aggregate heads (Bick et al. 2025) on saliency maps, and box shares for images.
+
+A head's saliency map ``I`` is ``[seq, seq]`` (row ``i`` = flows into token ``i``).  Its mass
+is ``M = |I|`` on the causal lower triangle (``j <= i``): saliency is signed, and a
+strongly negative flow is as much "carried by the head" as a positive one.  With
+``total = sum M``:
+
+* aggregate (a dot): the largest cell holds ``max_ij M[i, j] / total >= t_aggregate``.
+* gather (a strip): some row holds ``>= t_gather`` of the mass *without its largest cell*:
+  ``max_i (sum_j M[i, j] - max_j M[i, j]) / total >= t_gather``.  Removing the row's top
+  cell means a dot never counts as a strip (its row is heavy only because of the dot);
+  a strip is many tokens flowing into one position.
+* A head can be both: a row whose top cell alone holds >= t_aggregate while the rest of
+  the row holds >= t_gather.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vlground.mechanism.errors import MechanismError
+
+__all__ = [
+    "GatherAggregateThresholds",
+    "HeadPatterns",
+    "classify_heads",
+    "mechanism_share",
+    "BoxThresholds",
+    "inside_share",
+    "box_aggregate",
+]
+
+
+@dataclass(frozen=True)
+class GatherAggregateThresholds:
+    """Thresholds as shares of a head's total saliency mass."""
+
+    gather: float = 0.3
+    """A row without its largest cell holds at least this share -> gather head."""
+    aggregate: float = 0.3
+    """One cell holds at least this share -> aggregate head."""
+
+
+@dataclass(frozen=True)
+class HeadPatterns:
+    """Classification of heads; every field has the leading shape of the input (e.g. ``[batch, layers, heads]``).
+
+    gather, aggregate: bool.  strip_share, dot_share: the two scores in [0, 1].
+    strip_row: the row of the best strip.  dot_row, dot_col: the cell of the dot.
+    """
+
+    gather: torch.Tensor
+    aggregate: torch.Tensor
+    strip_share: torch.Tensor
+    strip_row: torch.Tensor
+    dot_share: torch.Tensor
+    dot_row: torch.Tensor
+    dot_col: torch.Tensor
+
+    @property
+    def neither(self) -> torch.Tensor:
+        """Heads that meet neither criterion (the pool for control ablations)."""
+        return ~(self.gather | self.aggregate)
+
+
+def _mass(saliency: torch.Tensor) -> torch.Tensor:
+    seq = saliency.shape[-1]
+    if saliency.dim() < 2 or saliency.shape[-2] != seq:
+        raise MechanismError(f"saliency maps must be [..., seq, seq], got {tuple(saliency.shape)}")
+    return saliency.abs().float() * torch.ones(seq, seq, dtype=torch.bool, device=saliency.device).tril()
+
+
+def classify_heads(
+    saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()
+) -> HeadPatterns:
+    """Classify every map of ``saliency`` ``[..., seq, seq]`` as gather and/or aggregate."""
+    mass = _mass(saliency)
+    total = mass.sum((-1, -2)).clamp_min(1e-30)
+    row_max, row_argmax = mass.max(dim=-1)  # [..., seq]
+    strip = (mass.sum(-1) - row_max) / total[..., None]
+    strip_share, strip_row = strip.max(dim=-1)
+    dot_share, flat = (mass.flatten(-2) / total[..., None]).max(dim=-1)
+    seq = saliency.shape[-1]
+    return HeadPatterns(
+        gather=strip_share >= thresholds.gather,
+        aggregate=dot_share >= thresholds.aggregate,
+        strip_share=strip_share,
+        strip_row=strip_row,
+        dot_share=dot_share,
+        dot_row=flat // seq,
+        dot_col=flat % seq,
+    )
+
+
+def mechanism_share(saliency: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """Share of all saliency mass carried by the selected heads, per item.
+
+    saliency: ``[batch, layers, heads, seq, seq]`` (e.g. of an earlier checkpoint);
+    heads: bool ``[batch, layers, heads]`` or ``[layers, heads]`` (e.g. identified in the
+    final model).  Returns ``[batch]`` in [0, 1]: ``sum_{selected} mass / sum_{all} mass``.
+    """
+    per_head = _mass(saliency).sum((-1, -2))  # [batch, L, H]
+    heads = heads.to(per_head.device).expand_as(per_head)
+    return (per_head * heads).sum((-1, -2)) / per_head.sum((-1, -2)).clamp_min(1e-30)
+
+
+@dataclass(frozen=True)
+class BoxThresholds:
+    """Inside-box shares at which a head counts as aggregating onto the box."""
+
+    levels: tuple[float, ...] = field(default=(0.7, 0.9))
+    """Each level gives one classification (the paper reports 70% and 90%)."""
+
+
+def inside_share(saliency_row: torch.Tensor, inside_mask: torch.Tensor) -> torch.Tensor:
+    """Share of a head's patch-to-word saliency coming from patches inside the box.
+
+    saliency_row: ``[..., patches]`` saliency from each image patch position into the position
+    just before the word (e.g. ``sal[b, l, h, t, patch_positions]``); inside_mask: bool
+    ``[patches]`` or ``[..., patches]``.  Returns ``[...]``: ``sum_inside |I| / sum_all |I|`` (0 if no mass).
+    """
+    mags = saliency_row.abs().float()
+    inside = (mags * inside_mask.to(mags.device)).sum(-1)
+    total = mags.sum(-1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
+
+
+def box_aggregate(shares: torch.Tensor, thresholds: BoxThresholds = BoxThresholds()) -> dict[float, torch.Tensor]:
+    """``{level: shares >= level}`` for each level of ``thresholds``."""
+    return {level: shares >= level for level in thresholds.levels}
