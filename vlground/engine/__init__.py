@@ -1,7 +1,7 @@
 """The probing engine: the adapter interface, the adapter registry and the checkpoint sweep."""
 from vlground.engine.adapter import (
     Adapter,
-    AttentionSite,
+    AttentionSites,
     Capability,
     Checkpoint,
     LoadedModel,
@@ -12,6 +12,6 @@ from vlground.engine.adapter import (
 from vlground.engine.registry import get_adapter_class, known_adapters, register_adapter
 
 __all__ = [
-    "Adapter", "AttentionSite", "Capability", "Checkpoint", "LoadedModel", "ProbeBatch", "ProbeItem",
+    "Adapter", "AttentionSites", "Capability", "Checkpoint", "LoadedModel", "ProbeBatch", "ProbeItem",
     "gather_target_logprobs", "get_adapter_class", "known_adapters", "register_adapter",
 ]

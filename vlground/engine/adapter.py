@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 
 from vlground.errors import InputError
+from vlground.mechanism.sites import AttentionSites  # where heads live: one description for all probes
 
 
 class Capability(str, enum.Enum):
@@ -113,22 +114,6 @@ class ProbeBatch:
         )
 
 
-@dataclass(frozen=True)
-class AttentionSite:
-    """Where a model's attention heads live, for saliency and head ablation.
-
-    ``out_proj`` is a module path template with ``{layer}`` (e.g. ``transformer.h.{layer}.attn.c_proj``)
-    whose *input* is the concatenation of the heads' outputs ``[..., n_heads * head_dim]``.
-    ``layers`` are the model layers that have attention (all for GPT-2, some for hybrids), in
-    the order the model returns them in ``outputs.attentions``.
-    """
-
-    out_proj: str
-    n_heads: int
-    head_dim: int
-    layers: tuple[int, ...]
-
-
 @dataclass
 class LoadedModel:
     """A checkpoint in memory. ``extra`` holds what the adapter needs later (corpus, processor)."""
@@ -192,9 +177,12 @@ class Adapter(abc.ABC):
         """What this model offers; the default is none beyond log-probabilities."""
         return frozenset()
 
-    def attention_site(self, loaded: LoadedModel) -> AttentionSite | None:
-        """Where the heads are (needed for ``Capability.ATTENTION``)."""
-        return None
+    def attention_site(self, loaded: LoadedModel) -> AttentionSites | None:
+        """Where the heads are (needed for ``Capability.ATTENTION``); the default resolves
+        Hugging Face models by ``config.model_type`` (:func:`vlground.mechanism.sites.resolve_sites`)."""
+        from vlground.mechanism.sites import resolve_sites
+
+        return resolve_sites(loaded.model)
 
     def unembed(self, loaded: LoadedModel):
         """``h [..., d] -> logits [..., vocab]`` for a residual-stream state (final norm + head);

@@ -27,6 +27,8 @@ from vlground.errors import InputError
 log = logging.getLogger(__name__)
 
 RESULTS_VERSION = 1
+#: settings that do not change a checkpoint's results (kept out of the cache key)
+UNHASHED = ("batch_size", "device", "runs", "limit_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,9 @@ def run_probes(adapter: Adapter, cfg: ProbeConfig) -> dict:
         "probe_options": cfg.probe_options,
         "results_version": RESULTS_VERSION,
     }
-    manifest = {"settings": settings, "hash": _settings_hash(settings)}
+    # the cache is per checkpoint: inputs that only add checkpoints or change speed keep it
+    hashed = {k: v for k, v in settings.items() if k not in UNHASHED}
+    manifest = {"settings": settings, "hash": _settings_hash(hashed)}
     ckpts = select_checkpoints(adapter.checkpoints(), cfg.checkpoints)
     _claim_out(cfg, manifest)
 
