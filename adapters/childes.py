@@ -165,7 +165,7 @@ class ChildesAdapter(Adapter):
         order = np.load(order_f, mmap_mode="r") if order_f.is_file() else None
         return LoadedModel(
             checkpoint=ckpt, model=model, tokenizer=tok, device=device,
-            extra={"corpus": corpus, "order": order, "batch_size": info.get("batch_size"), "run_dir": str(run)},
+            extra={"corpus": corpus, "order": order, "batch_size": info.get("batch_size") or info.get("train", {}).get("batch_size"), "run_dir": str(run)},
         )
 
     # -- items ----------------------------------------------------------------------------------
