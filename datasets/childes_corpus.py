@@ -161,7 +161,14 @@ def _read(inputs: list[str], progress: bool) -> Iterator[ChatFile]:
 
     from vlground.chat import iter_chat_sources, read_chat
 
-    bar = tqdm(iter_chat_sources(inputs), desc="build-corpus", unit=" files", disable=None if progress else True)
+    try:
+        from vlground.chat.sources import count_chat_sources
+
+        total = count_chat_sources(inputs) if progress else None
+    except ImportError:
+        total = None
+    bar = tqdm(iter_chat_sources(inputs), total=total, desc="build-corpus", unit=" files",
+               disable=None if progress else True)
     for source in bar:
         yield read_chat(source)
 
@@ -239,6 +246,7 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
             vocab_size=len(vocab),
             speakers=len(enc.speakers),
             pairs=len(pairs),
+            chunk_len=int(config.chunk_len),
             chunks=int(n_chunks_all),
             cooc_chunks=n_cooc_all,
             chunks_kept=int(chunks.shape[0]),

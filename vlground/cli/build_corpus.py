@@ -1,0 +1,88 @@
+"""``vlground build-corpus``: CHAT transcripts -> an ENV/LAN corpus folder.
+
+    vlground build-corpus INPUT... --out DIR [--chunk-len 512] [--min-count N]
+                          [--drop-cooc F --seed S] [--strict] [--overwrite]
+
+The source kind is chosen from the arguments (:func:`source_kind`); CHAT is the only one so
+far. Another kind (Visual Dialog, issue 8) adds its options to :func:`add_arguments` in its
+own group, a branch in :func:`source_kind` and an entry in :data:`BUILDERS`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vlground.errors import InputError
+
+HELP = "build an ENV/LAN corpus from CHAT transcripts (.cha files, folders, .zip archives)"
+
+#: how many skipped items the command prints (all are in stats.json)
+SHOW_SKIPPED = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help=".cha files, folders (recursive), .zip archives")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the corpus folder to write")
+    common = parser.add_argument_group("corpus options")
+    common.add_argument("--chunk-len", type=int, default=512, metavar="N", help="tokens per chunk (default 512)")
+    common.add_argument("--min-count", type=int, default=1, metavar="N",
+                        help="word forms (w<ENV>, w<LAN>, counted separately) seen fewer times become <unk> (default 1)")
+    common.add_argument("--drop-cooc", type=float, default=0.0, metavar="F",
+                        help="remove round(F * n) of the n chunks where some w<ENV> and w<LAN> co-occur (default 0)")
+    common.add_argument("--seed", type=int, default=0, metavar="S", help="seed choosing the dropped chunks (default 0)")
+    common.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
+    common.add_argument("--overwrite", action="store_true", help="replace DIR if it exists (once the new one is complete)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def source_kind(args: argparse.Namespace) -> str:
+    """Which builder the arguments ask for."""
+    return "chat"
+
+
+def _build_chat(args: argparse.Namespace):
+    from vlground.datasets.childes_corpus import BuildCorpusConfig, build_corpus
+
+    if not args.inputs:
+        raise InputError("build-corpus: no INPUT given (pass .cha files, folders or .zip archives)")
+    config = BuildCorpusConfig(
+        inputs=list(args.inputs),
+        out=args.out,
+        chunk_len=args.chunk_len,
+        min_count=args.min_count,
+        drop_cooc=args.drop_cooc,
+        seed=args.seed,
+        strict=args.strict,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    return build_corpus(config)
+
+
+#: source kind -> builder(args) -> corpus folder
+BUILDERS = {"chat": _build_chat}
+
+
+def _report(out) -> None:
+    from vlground.corpus.format import Corpus
+
+    st = Corpus.load(out).stats
+    skipped = st["skipped_files"] + st["skipped_utterances"]
+    for line in skipped[:SHOW_SKIPPED]:
+        print(f"skipped: {line}", file=sys.stderr)
+    if len(skipped) > SHOW_SKIPPED:
+        print(f"skipped: ... and {len(skipped) - SHOW_SKIPPED} more (see {out}/stats.json)", file=sys.stderr)
+    dropped = len(st["dropped_chunks"])
+    print(
+        f"{out}: {st['files']} files ({st['files_skipped']} skipped), "
+        f"{st['utterances']} utterances ({st['utterances_skipped']} skipped), "
+        f"{st['env_tokens']} ENV + {st['lan_tokens']} LAN tokens, vocab {st['vocab_size']}, {st['pairs']} pairs; "
+        f"{st['chunks_kept']} chunks of {st['chunk_len']} ({st['cooc_chunks']} of {st['chunks']} co-occurring, "
+        f"{dropped} dropped)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = BUILDERS[source_kind(args)](args)
+    _report(out)
+    return 0
