@@ -1,0 +1,49 @@
+"""Which chunks a run trains on, in which order, and how they become a batch.
+
+* :func:`split_chunks`: a held-out validation set drawn with ``split_seed`` (the same for every
+  run seed), recorded in ``RUN/split.json``.
+* :func:`chunk_order`: the presentation order, ``RUN/order.npy`` (int64 chunk indices): one
+  permutation of the training chunks per epoch, drawn from the run seed. Step ``s`` (1-based)
+  with global batch size ``B`` trains on ``order[(s-1)*B : s*B]``; with several processes rank
+  ``r`` of ``W`` takes the ``r``-th of ``W`` equal slices of that range.
+* :func:`make_batch`: the one place a batch is made (later input kinds extend it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vlground.errors import InputError
+
+
+def split_chunks(n_chunks: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)``: sorted int64 chunk indices; ``val`` has ``max(1, round(n * fraction))``."""
+    n_val = max(1, int(round(n_chunks * val_fraction)))
+    if n_chunks - n_val < 1:
+        raise InputError(f"corpus has {n_chunks} chunk(s): too few to hold out {n_val} for validation and train on the rest")
+    perm = np.random.default_rng(split_seed).permutation(n_chunks)
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def chunk_order(train_idx: np.ndarray, n_needed: int, seed: int) -> np.ndarray:
+    """int64 ``[n_needed]``: whole epochs, each a fresh permutation of ``train_idx``, truncated."""
+    rng = np.random.default_rng(seed)
+    n_epochs = -(-n_needed // len(train_idx))
+    return np.concatenate([rng.permutation(train_idx) for _ in range(n_epochs)])[:n_needed].astype(np.int64)
+
+
+def make_batch(chunks: np.ndarray, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Model inputs for chunks ``idx`` of ``chunks`` (int32 ``[n_chunks, chunk_len]``).
+
+    Returns ``input_ids`` int64 ``[len(idx), chunk_len]`` and ``labels`` (the same with pad
+    positions set to ``-100``; models shift them), plus ``attention_mask`` (1 = real token)
+    only when some position is padding (right padding: causal models never attend to it from a
+    real token, so all-real batches skip the mask).
+    """
+    ids = torch.from_numpy(np.asarray(chunks[np.asarray(idx)], dtype=np.int64))
+    pad = ids == pad_id
+    labels = ids.masked_fill(pad, -100)
+    batch = {"input_ids": ids, "labels": labels}
+    if bool(pad.any()):
+        batch["attention_mask"] = (~pad).long()
+    return batch

@@ -1,0 +1,138 @@
+"""Testbed architectures, built from a plain dict of model kwargs (the ``"model"`` section of a
+``vlground/configs/<arch>-<size>.json`` file).
+
+=============  ==================================================================================
+arch           implementation
+=============  ==================================================================================
+transformer    ``transformers.GPT2LMHeadModel`` (GPT-2 blocks; learned positions; tied embeddings)
+lstm           :class:`vlground.train.lstm.LstmForCausalLM` (``torch.nn.LSTM`` layers)
+mamba2         ``transformers.Mamba2ForCausalLM`` (mamba-ssm kernels on GPU when installed, a
+               PyTorch path otherwise)
+hybrid-mid     ``transformers.BambaForCausalLM``; Mamba-2 mixers in the middle third of the layers
+               (layers 4-7 of 12, 0-based), attention elsewhere
+hybrid-even    ``transformers.BambaForCausalLM``; Mamba-2 mixers at even layers (0, 2, ...),
+               attention at odd layers
+=============  ==================================================================================
+
+:func:`build_model` is the one place models are made, so later input kinds (image features as
+input embeddings) extend it rather than a copy.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from vlground.errors import InputError
+
+#: arch -> (builder, has attention layers)
+ARCHS: dict[str, Callable[..., nn.Module]] = {}
+ATTENTION_ARCHS = {"transformer", "hybrid-mid", "hybrid-even"}
+
+
+def _register(name: str):
+    def deco(fn):
+        if name in ARCHS:
+            raise ValueError(f"arch {name!r} registered twice")
+        ARCHS[name] = fn
+        return fn
+
+    return deco
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise InputError(f"unknown arch {arch!r} (known: {', '.join(ARCHS)})")
+
+
+def mamba_layers(pattern: str, n_layers: int) -> list[int]:
+    """0-based indices of the Mamba-2 layers of a hybrid: ``mid`` = the middle third
+    (``[n/3, 2n/3)``: layers 4-7 of 12), ``even`` = layers 0, 2, 4, ..."""
+    if pattern == "mid":
+        return list(range(n_layers // 3, 2 * n_layers // 3))
+    if pattern == "even":
+        return list(range(0, n_layers, 2))
+    raise ValueError(pattern)
+
+
+def build_model(
+    arch: str,
+    model_cfg: dict,
+    vocab_size: int,
+    *,
+    pad_id: int = 0,
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    max_len: int = 512,
+    attn_implementation: str | None = None,
+) -> nn.Module:
+    """A freshly initialised causal LM (float32, train mode) from the current torch RNG state.
+
+    ``model_cfg``: the architecture's config kwargs (e.g. ``n_layer``, ``n_embd`` for
+    ``transformer``); ``vocab_size``, token ids and context length come from the corpus.
+    ``attn_implementation``: ``"eager"`` (attention weights readable), ``"sdpa"`` or ``None``
+    (library default); ignored by attention-free archs. Raises :class:`InputError` on an unknown
+    arch or bad kwargs.
+    """
+    check_arch(arch)
+    specials = dict(pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id)
+    try:
+        return ARCHS[arch](dict(model_cfg), vocab_size, specials, max_len, attn_implementation)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{arch}: bad model config ({exc})") from None
+
+
+def _attn(impl: str | None) -> dict:
+    return {} if impl is None else {"attn_implementation": impl}
+
+
+@_register("transformer")
+def _transformer(cfg, vocab_size, specials, max_len, impl):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg.setdefault("n_positions", max_len)
+    config = GPT2Config(vocab_size=vocab_size, **specials, **cfg)
+    return GPT2LMHeadModel._from_config(config, **_attn(impl))
+
+
+@_register("lstm")
+def _lstm(cfg, vocab_size, specials, max_len, impl):
+    from vlground.train.lstm import LstmConfig, LstmForCausalLM
+
+    return LstmForCausalLM(LstmConfig(vocab_size=vocab_size, **specials, **cfg))
+
+
+@_register("mamba2")
+def _mamba2(cfg, vocab_size, specials, max_len, impl):
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    config = Mamba2Config(vocab_size=vocab_size, **specials, **cfg)
+    _check_mamba(config.expand * config.hidden_size, config.num_heads, config.head_dim, config.n_groups)
+    return Mamba2ForCausalLM._from_config(config)
+
+
+def _hybrid(pattern):
+    def build(cfg, vocab_size, specials, max_len, impl):
+        from transformers import BambaConfig, BambaForCausalLM
+
+        n = cfg.get("num_hidden_layers", 12)
+        if "attn_layer_indices" not in cfg:
+            mamba = set(mamba_layers(pattern, n))
+            cfg["attn_layer_indices"] = [i for i in range(n) if i not in mamba]
+        cfg.setdefault("max_position_embeddings", max_len)
+        config = BambaConfig(vocab_size=vocab_size, **specials, **cfg)
+        _check_mamba(config.mamba_expand * config.hidden_size, config.mamba_n_heads, config.mamba_d_head, config.mamba_n_groups)
+        return BambaForCausalLM._from_config(config, **_attn(impl))
+
+    return build
+
+
+_register("hybrid-mid")(_hybrid("mid"))
+_register("hybrid-even")(_hybrid("even"))
+
+
+def _check_mamba(inner: int, n_heads: int, head_dim: int, n_groups: int) -> None:
+    if n_heads * head_dim != inner:
+        raise ValueError(f"Mamba-2 needs heads x head_dim == expand x hidden ({n_heads} x {head_dim} != {inner})")
+    if n_heads % n_groups:
+        raise ValueError(f"Mamba-2 needs n_groups ({n_groups}) to divide the number of heads ({n_heads})")
