@@ -1,0 +1,196 @@
+"""Tuned lens (Belrose et al. 2023): one affine translator per layer, read through the unembedding.
+
+Layer ``l`` (``0 <= l < L``) reads ``hidden_states[l]``, the residual stream entering layer ``l``:
+``logits_l = unembed(h_l + A_l h_l + b_l)`` with ``unembed = head(final_norm(.))``, and
+``A_l = 0, b_l = 0`` at initialisation (the logit lens).  Entry ``L`` is the model's own output,
+read from ``hidden_states[-1]`` (already normed in HF models, see :mod:`.unembed`); it has no
+translator.  Translators are fit to minimise ``KL(p_model || p_lens)`` at every token.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vlground.mechanism.errors import MechanismError
+from vlground.mechanism.unembed import Unembedding
+
+__all__ = ["LensConfig", "LensTrainConfig", "TunedLens", "LensBatch", "fit_lens", "lens_kl", "lens_surprisal", "hf_lens_batches"]
+
+log = logging.getLogger(__name__)
+FORMAT = "vlground.tuned_lens/1"
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    """Shape of a lens and the unembedding it belongs to."""
+
+    n_layers: int
+    """Number of translators = ``len(hidden_states) - 1``."""
+    d_model: int
+    """Width of the residual stream."""
+    unembedding_hash: str
+    """:meth:`Unembedding.hash` of the unembedding the lens was trained for."""
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LensConfig:
+        if data.get("format") != FORMAT:
+            raise MechanismError(f"lens config format {data.get('format')!r}, expected {FORMAT!r}")
+        return cls(n_layers=data["n_layers"], d_model=data["d_model"], unembedding_hash=data["unembedding_hash"])
+
+
+@dataclass(frozen=True)
+class LensTrainConfig:
+    """How translators are fit."""
+
+    steps: int = 250
+    """Optimiser steps; batches are cycled."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay on the translators."""
+
+
+@dataclass(frozen=True)
+class LensBatch:
+    """Detached activations of one token batch.
+
+    hidden_states: ``L + 1`` tensors ``[batch, seq, d_model]`` (``output_hidden_states`` convention).
+    logits: ``[batch, seq, vocab]``, the model's own output.
+    mask: ``[batch, seq]`` positions that count (default all).
+    """
+
+    hidden_states: Sequence[torch.Tensor]
+    logits: torch.Tensor
+    mask: torch.Tensor | None = field(default=None)
+
+
+class TunedLens(nn.Module):
+    """``L`` translators ``h -> h + A h + b`` (``nn.Linear(d, d)``, zero-initialised)."""
+
+    def __init__(self, config: LensConfig):
+        super().__init__()
+        self.config = config
+        self.translators = nn.ModuleList(nn.Linear(config.d_model, config.d_model) for _ in range(config.n_layers))
+        for t in self.translators:
+            nn.init.zeros_(t.weight)
+            nn.init.zeros_(t.bias)
+
+    @classmethod
+    def for_unembedding(cls, n_layers: int, d_model: int, unembedding: Unembedding) -> TunedLens:
+        """A fresh (identity) lens for a model whose ``hidden_states`` has ``n_layers + 1`` entries."""
+        return cls(LensConfig(n_layers=n_layers, d_model=d_model, unembedding_hash=unembedding.hash()))
+
+    def transform(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """``h + A_l h + b_l`` for ``h`` ``[..., d_model]``."""
+        return h + self.translators[layer](h)
+
+    def layer_logits(self, hidden_states: Sequence[torch.Tensor], unembedding: Unembedding) -> list[torch.Tensor]:
+        """``L + 1`` logit tensors ``[..., vocab]``; the last is the model's own output."""
+        if len(hidden_states) != self.config.n_layers + 1:
+            raise MechanismError(f"{len(hidden_states)} hidden states for a lens with {self.config.n_layers} layers")
+        out = [unembedding(self.transform(h, i)) for i, h in enumerate(hidden_states[:-1])]
+        return out + [unembedding.final_logits(hidden_states[-1])]
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``translators.safetensors`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "translators.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, unembedding: Unembedding) -> TunedLens:
+        """Load a lens; refused if it was trained for a different unembedding (hash mismatch)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise MechanismError(f"{directory}: no config.json (not a saved lens)")
+        config = LensConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        if config.unembedding_hash != unembedding.hash():
+            raise MechanismError(f"{directory}: lens was trained for another unembedding (hash mismatch)")
+        lens = cls(config)
+        lens.load_state_dict(load_file(directory / "translators.safetensors"))
+        return lens
+
+
+def _kl_per_layer(lens: TunedLens, unembedding: Unembedding, batch: LensBatch) -> torch.Tensor:
+    """``[L]`` mean over counted tokens of ``KL(p_model || p_lens_l)``."""
+    target = torch.log_softmax(batch.logits.float(), dim=-1)
+    mask = torch.ones(target.shape[:-1], dtype=torch.bool) if batch.mask is None else batch.mask.bool()
+    mask = mask.to(target.device)
+    kls = []
+    for i, h in enumerate(batch.hidden_states[:-1]):
+        logq = torch.log_softmax(unembedding(lens.transform(h, i)).float(), dim=-1)
+        kl = (target.exp() * (target - logq)).sum(-1)
+        kls.append(kl[mask].mean())
+    return torch.stack(kls)
+
+
+def fit_lens(
+    lens: TunedLens, unembedding: Unembedding, batches: Sequence[LensBatch], config: LensTrainConfig = LensTrainConfig()
+) -> list[float]:
+    """Fit the translators in place (Adam on the summed per-layer KL); returns the loss per step.
+
+    Only the lens's parameters change: gradients are taken with ``torch.autograd.grad``
+    on them, so the model's ``.grad`` fields are not touched.
+    """
+    if not batches:
+        raise MechanismError("fit_lens needs at least one batch")
+    params = list(lens.parameters())
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    losses = []
+    with torch.enable_grad():
+        for step in range(config.steps):
+            loss = _kl_per_layer(lens, unembedding, batches[step % len(batches)]).sum()
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            losses.append(float(loss.detach()))
+    log.debug("fit_lens: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], config.steps)
+    return losses
+
+
+@torch.no_grad()
+def lens_kl(lens: TunedLens, unembedding: Unembedding, batches: Iterable[LensBatch]) -> torch.Tensor:
+    """``[L]`` held-out KL per layer, averaged over batches."""
+    kls = [_kl_per_layer(lens, unembedding, b) for b in batches]
+    return torch.stack(kls).mean(0)
+
+
+@torch.no_grad()
+def lens_surprisal(
+    lens: TunedLens,
+    unembedding: Unembedding,
+    hidden_states: Sequence[torch.Tensor],
+    predict_positions: torch.Tensor | Sequence[int],
+    target_ids: torch.Tensor | Sequence[int],
+) -> torch.Tensor:
+    """``[batch, L + 1]`` surprisal (nats) of ``target_ids[b]`` read at ``predict_positions[b]``
+    through each layer's lens; column ``L`` is the model's own surprisal."""
+    rows = torch.arange(hidden_states[0].shape[0])
+    pos = torch.as_tensor(predict_positions, dtype=torch.long)
+    tgt = torch.as_tensor(target_ids, dtype=torch.long)
+    picked = [h[rows, pos.to(h.device)] for h in hidden_states]  # L + 1 of [batch, d_model]
+    logits = lens.layer_logits(picked, unembedding)
+    return torch.stack([-torch.log_softmax(lg.float(), -1)[rows, tgt.to(lg.device)] for lg in logits], dim=1).cpu()
+
+
+@torch.no_grad()
+def hf_lens_batches(model: nn.Module, token_batches: Iterable[torch.Tensor]) -> Iterator[LensBatch]:
+    """:class:`LensBatch` per ``[batch, seq]`` token tensor for a HF model (``output_hidden_states=True``)."""
+    for ids in token_batches:
+        out = model(ids, output_hidden_states=True)
+        yield LensBatch(hidden_states=[h.detach() for h in out.hidden_states], logits=out.logits.detach())
