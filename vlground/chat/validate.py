@@ -55,10 +55,12 @@ TERMINATORS = frozenset("""
 """.split()) | {"+\u224b", "+\u2248"}
 LINKERS = frozenset({"+<", "++", "+^", "+\"", "+,", "+\u224b", "+\u2248", "+"})
 # a plain utterance: words of letters/digits/apostrophes/hyphens/underscores, commas, one terminator
-_PLAIN = re.compile(r"(?:[\w'\-]+ )*[\w'\-]+ (?:, (?:[\w'\-]+ )*[\w'\-]+ )*[.?!]")
+_W = r"[^\W\u02b0-\u02ff]"  # a word character that is not a modifier letter (stress marks)
+_PLAIN = re.compile(rf"(?:[{_W[1:-1]}'\-]+ )+(?:, (?:[{_W[1:-1]}'\-]+ )+)*[.?!]")
+_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xx|yy|ww)(?!\S)")
 _TOKEN = re.compile(r"\[[^\]\[]*\]|\[|\]|\x15[^\x15]*\x15|\x15|[^\s\[\]\x15]+")
 _BULLET = re.compile(r"\x15(\d+)_(\d+)(-?)\x15")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x02\x01 / \x02\x02
 _UNDERLINE = re.compile("\x02[\x01\x02]")
 _PAUSE = re.compile(r"\(\.{1,3}\)|\((\d+:)?\d*\.?\d*\)")
 _CA_PAIRED = "\u2206\u2207\u00b0\u2581\u2594\u263a\u264b\u2047\u222c\u03ab\u222e\u21ab\u204e\u25c9"
@@ -68,6 +70,8 @@ _SIMPLE_CODES = re.compile(
     r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|%\w+:|\+\+|e)"
     r"(?:\s[^\]]*)?\]"
 )
+_DEPRECATED_TIERS = frozenset({"xpho", "xmod", "xmor", "xgra"})
+_DEP_UNITS = re.compile(r"\u2039[^\u203a]*\u203a|\u3014[^\u3015]*\u3015|\S+")
 _MOR_ITEM = re.compile(r"[^|\s~$]+\|[^|\s~]+")
 _GRA_ITEM = re.compile(r"(\d+)\|(\d+)\|([A-Za-z][\w:\-]*)")
 _MOR_PUNCT = frozenset({".", "?", "!", ",", "+...", "+/.", "+//.", "+/?", "+!?", "+\"/.", "+\".",
@@ -145,12 +149,16 @@ class Checker:
                 if who not in participants:
                     self.add(line, "E524", f"@Birth of {who}: not a declared participant")
                 self._date(line, val, name)
+            elif name == "Media":
+                self._media(line, val)
             elif name == "Options" and not val:
                 self.add(line, "E533", "@Options is empty")
             elif name in ("Bg", "Eg", "G"):
                 self._gem(line, name, val, gems)
         for label, line in gems:
             self.add(line, "E526", f"@Bg:{label} without matching @Eg")
+        if not utts and "Begin" in names:
+            self.add(0, "W310", "no utterances", "warning")
         for code in participants:
             if code not in ids and part_line:
                 self.add(part_line, "E522", f"participant {code} has no @ID header")
@@ -175,6 +183,12 @@ class Checker:
             self.add(line, "E517", f"age {age!r} is not years;months.days")
         if sex and sex not in ("male", "female"):
             self.add(line, "E542", f"sex {sex!r} is not male or female")
+
+    def _media(self, line: int, val: str) -> None:
+        name = val.split(",")[0].strip()
+        stem = re.split(r"[/\\!]", self.path)[-1].rsplit(".", 1)[0]
+        if name and not name.startswith('"') and name != stem:
+            self.add(line, "E000", f"@Media {name!r} does not match the file name {stem!r} (CLAN CHECK 157)")
 
     def _date(self, line: int, val: str, name: str) -> None:
         if not val:
@@ -250,6 +264,8 @@ class Checker:
                 self.add(line, "E605", f"unknown dependent tier %{name}")
             if not value.strip():
                 self.add(line, "E756", f"dependent tier %{name} is empty")
+            elif name in _DEPRECATED_TIERS:
+                self.add(line, "W602", f"deprecated tier %{name} (use %{name[1:]})", "warning")
         mor = tiers.get("mor")
         chunks = 0
         if mor is not None and mor.strip():
@@ -273,11 +289,16 @@ class Checker:
             if mor is None:
                 self.add(line, "E604", "%gra without %mor")
             self._gra(line, gra.split(), chunks if mor is not None else None)
+        pho = tiers.get("pho")
+        if pho is not None and "*" in pho:
+            self.add(u.tier_lines["pho"], "E365", "'*' in %pho")
+        if "\u3014" in u.text or "\u2039" in u.text:  # grouped words align as one: not counted
+            return
         for name, few, many in (("pho", "E714", "E715"), ("sin", "E718", "E719")):
             value = tiers.get(name)
             if value is None or pho_main is None or not value.strip():
                 continue
-            n = len(value.split())
+            n = len(_DEP_UNITS.findall(value))
             if n != pho_main:
                 self.add(u.tier_lines[name], few if n < pho_main else many,
                          f"main tier has {pho_main} words, %{name} has {n} items")
@@ -343,8 +364,6 @@ class _MainTier:
         text = self.u.text
         if "\x15" in text:
             text = self._bullets(text)
-        if _CONTROL.search(text):
-            self.err("E315", "control character in main tier")
         if "\x02" in text:
             opened = 0
             for m in _UNDERLINE.finditer(text):
@@ -352,10 +371,16 @@ class _MainTier:
                 if opened < 0:
                     self.err("E357", "underline end without begin")
                     opened = 0
+            text = _UNDERLINE.sub("", text)
+        if _CONTROL.search(text):
+            self.err("E315", "control character in main tier")
         stripped = text.strip()
         if _PLAIN.fullmatch(stripped):
+            if _ILLEGAL_UNTRANSCRIBED.search(stripped):
+                self.err("E241", "xx, yy and ww are not legal; use xxx, yyy or www")
             n = stripped.count(" ") + 1
-            return n, n - 1 - stripped.count(","), (0, 0)
+            words = n - 1 - stripped.count(",")
+            return n, words, (0, 0)
         return self._tokens(stripped)
 
     def _bullets(self, text: str) -> str:
@@ -391,7 +416,7 @@ class _MainTier:
                 if tok == "[" or not tok.endswith("]"):
                     self.err("E312", "unclosed '['")
                     continue
-                retrace = self._bracket(tok, items, target)
+                retrace, target = self._bracket(tok, items, target)
                 if retrace:
                     pending_retrace = True
                 continue
@@ -466,40 +491,38 @@ class _MainTier:
         pho = sum(i[2] for i in items)
         return mor, pho, (tops, bottoms)
 
-    def _bracket(self, tok: str, items: list, target: tuple[int, int] | None) -> bool:
-        """Apply one ``[...]`` annotation to its target; return True for a retracing."""
+    def _bracket(self, tok: str, items: list, target: tuple[int, int] | None
+                 ) -> tuple[bool, tuple[int, int] | None]:
+        """Apply one ``[...]`` annotation to its target; return (is a retracing, new target)."""
         if tok in _RETRACE:
             if target is None:
                 self.err("E316", f"{tok} with nothing before it")
             else:
                 for i in range(*target):
                     items[i][1] = 0
-            return tok != "[e]"
-        if tok.startswith("[:") and not tok.startswith("[::") or tok.startswith("[:: "):
-            self._replacement(tok, items, target)
-            return False
-        if tok.startswith("[: ") or tok.startswith("[::"):
-            self._replacement(tok, items, target)
-            return False
+            return tok != "[e]", target
+        if tok.startswith("[:"):
+            return False, self._replacement(tok, items, target)
         if not _SIMPLE_CODES.fullmatch(tok):
-            code = "E207" if tok[1:2] == "@" else "E375" if tok.startswith("[[") or tok.count("[") > 1 else "E207"
-            self.err(code, f"unknown annotation {tok}")
-        return False
+            self.err("E207", f"unknown annotation {tok}")
+        return False, target
 
-    def _replacement(self, tok: str, items: list, target: tuple[int, int] | None) -> None:
+    def _replacement(self, tok: str, items: list, target: tuple[int, int] | None
+                     ) -> tuple[int, int] | None:
+        """Check ``w [: x]``; the replacement takes the place of its target for %mor."""
         body = tok[2:-1].lstrip(":").split()
         if target is None:
             self.err("E209", "replacement [: ...] with no word before it")
-            return
+            return None
         kinds = {items[i][0] for i in range(*target)}
         for kind, code in (("fragment", "E387"), ("nonword", "E388"), ("event", "E388"),
                            ("filler", "E389")):
             if kind in kinds:
                 self.err(code, f"replacement [: ...] on a {kind}")
-                return
+                return target
         if not body:
             self.err("E208", "empty replacement")
-            return
+            return target
         for w in body:
             if w in ("xxx", "yyy", "www"):
                 self.err("E391", f"replacement contains untranscribed {w}")
@@ -508,6 +531,7 @@ class _MainTier:
         for i in range(*target):
             items[i][1] = 0
         items.append(["replacement", sum(1 for w in body if w[0] not in "&("), 0])
+        return target[0], len(items)
 
     def _word(self, tok: str, items: list, groups: list) -> str | None:
         """Check one word token and add its alignment unit; return its kind."""
@@ -518,7 +542,8 @@ class _MainTier:
             if kind == "event" and tok[-1] in ".!?":
                 self.err("E364", f"terminator inside event {tok!r}")
             elif kind == "long":
-                self._long(tok)
+                if not tok.endswith("}"):  # &{n=BANG} is a point event, not a scope
+                    self._long(tok)
                 return None
             items.append([kind, 0, 1 if kind in ("filler", "fragment", "nonword") else 0])
             return kind
@@ -561,6 +586,8 @@ class _MainTier:
                 self.err("E202", f"{tok!r}: '@' without a form type")
             elif "@" in form:
                 self.err("E203", f"{tok!r}: more than one '@' suffix")
+            elif ftype == "t" and ":" not in form:
+                self.err("E248", f"{tok!r}: @t needs a language code (@t:code)")
             elif ftype not in FORM_TYPES and not ftype.startswith("z"):
                 self.err("E203", f"{tok!r}: unknown form type @{ftype}")
             elif form == "s" and not self.multilingual:
