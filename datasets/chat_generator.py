@@ -16,8 +16,9 @@ and a parent (``MOT``, sometimes ``FAT``) with a *scene* of a few objects:
   ``[: x]``, fillers ``&-uh``, events ``&=laughs``, ``xxx``, pauses ``(.)``, ``@b`` forms,
   overlaps ``[>] [<]``, postcodes ``[+ imit]``, ``+...`` trailing off, ``%com`` tiers.
 
-Sessions are of three kinds: ``play`` (acts and naming), ``book`` (talk about objects, no
-``%act``) and ``quiet`` (acts, little naming), so some chunks hold no co-occurring pair.
+Sessions are of three kinds: ``play`` (acts, namings and mentions), ``book`` (mentions, no
+``%act``) and ``quiet`` (acts and filler talk, no object named), so that, as in CHILDES where
+about a third of the chunks hold a co-occurring pair, many chunks hold none.
 Everything is drawn from ``random.Random(seed)``: the same arguments give the same bytes.
 """
 from __future__ import annotations
@@ -91,19 +92,21 @@ class GeneratorOptions:
     """Objects in the scene of one session."""
     zipf: float = 0.6
     """Object popularity ~ rank ** -zipf (0: all objects equally likely)."""
-    act_prob: float = 0.35
-    """Chance that an utterance carries an ``%act`` on a scene object (play sessions)."""
+    act_prob: float = 0.45
+    """Chance that an utterance carries an ``%act`` on a scene object (play and quiet sessions)."""
     naming_prob: float = 0.7
-    """Chance that an acted-on object is named afterwards (play sessions; quiet: a fifth of it)."""
+    """Chance that an acted-on object is named afterwards (play sessions only)."""
     same_utterance_prob: float = 0.5
     """Of the namings, the share in the same utterance as the ``%act``."""
     max_delay: int = 3
     """A later naming comes 1..max_delay utterances after the ``%act``."""
     mention_prob: float = 0.12
-    """Chance that an utterance names a random object with a frame, with no ``%act``."""
+    """Chance that an utterance names a random object with a frame, with no ``%act`` (play sessions)."""
+    book_mention_prob: float = 0.35
+    """The same in book sessions (70 % of these name a scene object)."""
     code_prob: float = 0.15
     """Chance of each kind of CHAT code decoration on an utterance."""
-    session_kinds: tuple[tuple[str, float], ...] = (("play", 0.7), ("book", 0.15), ("quiet", 0.15))
+    session_kinds: tuple[tuple[str, float], ...] = (("play", 0.4), ("book", 0.35), ("quiet", 0.25))
     """Session kinds and their weights."""
 
 
@@ -152,7 +155,8 @@ class _Session:
         if rng.random() < p and len(words) > 1:  # retracing of the first word(s)
             n = 1 if len(words) < 3 or rng.random() < 0.5 else 2
             head = " ".join(words[:n])
-            words = [head if n == 1 else f"<{head}>", rng.choice(["[/]", "[//]"])] + words
+            # one list item, so later insertions never split the retraced words from their code
+            words = [f"{head if n == 1 else f'<{head}>'} {rng.choice(['[/]', '[//]'])}"] + words
         if rng.random() < p / 2:
             words.insert(0, rng.choice(_FILLERS))
         if rng.random() < p / 2:
@@ -191,8 +195,10 @@ class _Session:
     # -- the session ----------------------------------------------------------------------
     def run(self, n_utterances: int) -> None:
         rng, o = self.rng, self.opts
-        naming = {"play": o.naming_prob, "quiet": o.naming_prob / 5, "book": 0.0}[self.kind]
+        # play: acts, namings, mentions; quiet: acts only; book: mentions only
+        naming = o.naming_prob if self.kind == "play" else 0.0
         act_prob = 0.0 if self.kind == "book" else o.act_prob
+        mention = {"play": o.mention_prob, "quiet": 0.0, "book": o.book_mention_prob}[self.kind]
         for i in range(n_utterances):
             due = self.due.pop(i, [])
             speech: str | None = None
@@ -218,7 +224,7 @@ class _Session:
             elif rng.random() < act_prob / 4:
                 act = rng.choice(ENV_FILLERS).format(a=self.other(speaker))
             if speech is None:
-                if rng.random() < (0.35 if self.kind == "book" else o.mention_prob):
+                if rng.random() < mention:
                     pool = self.scene if self.kind == "book" and rng.random() < 0.7 else self.objects
                     speech, named = self.naming(rng.choice(pool)), True
                 elif act is None or self.overlap_with is not None or rng.random() < 0.5:
