@@ -64,6 +64,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x
 _UNDERLINE = re.compile("\x02[\x01\x02]")
 _PAUSE = re.compile(r"\(\.{1,3}\)|\((\d+:)?\d*\.?\d*\)")
 _CA_PAIRED = "\u2206\u2207\u00b0\u2581\u2594\u263a\u264b\u2047\u222c\u03ab\u222e\u21ab\u204e\u25c9"
+_CA_CHARS = re.compile(f"[{_CA_PAIRED}]")
+_MARK_CHARS = re.compile(f"[{_CA_PAIRED}\u2308\u2309\u230a\u230b]")
 _OVERLAP = re.compile(r"[\u2308\u2309\u230a\u230b](\d?)")
 _RETRACE = frozenset({"[/]", "[//]", "[///]", "[/-]", "[/?]", "[e]"})
 _SIMPLE_CODES = re.compile(
@@ -72,7 +74,7 @@ _SIMPLE_CODES = re.compile(
 )
 _DEPRECATED_TIERS = frozenset({"xpho", "xmod", "xmor", "xgra"})
 _DEP_UNITS = re.compile(r"\u2039[^\u203a]*\u203a|\u3014[^\u3015]*\u3015|\S+")
-_MOR_ITEM = re.compile(r"[^|\s~$]+\|[^|\s~]+")
+_MOR_SIMPLE = re.compile(r"(?:[^|\s~$+]+\|[^|\s~+]+(?:~[^|\s~$+]+\|[^|\s~+]+)* |, )*[.?!]")
 _GRA_ITEM = re.compile(r"(\d+)\|(\d+)\|([A-Za-z][\w:\-]*)")
 _MOR_PUNCT = frozenset({".", "?", "!", ",", "+...", "+/.", "+//.", "+/?", "+!?", "+\"/.", "+\".",
                         "+..?", "+.", "\u201e", "\u2021", "cm|cm", "end|end", "beg|beg"})
@@ -271,7 +273,10 @@ class Checker:
         if mor is not None and mor.strip():
             line = u.tier_lines["mor"]
             items = mor.split()
-            for item in items:
+            simple = _MOR_SIMPLE.fullmatch(" ".join(items)) is not None
+            if simple:
+                chunks = len(items) + mor.count("~")
+            for item in ([] if simple else items):
                 if item in _MOR_PUNCT:
                     chunks += 1
                     continue
@@ -304,7 +309,13 @@ class Checker:
                          f"main tier has {pho_main} words, %{name} has {n} items")
 
     def _gra(self, line: int, items: list[str], chunks: int | None) -> None:
+        if chunks is not None and chunks != len(items):
+            self.add(line, "E720", f"%mor has {chunks} chunks, %gra has {len(items)} relations")
         heads: list[int] = []
+        found = _GRA_ITEM.findall(" ".join(items))
+        if len(found) == len(items) and all(int(i) == k for k, (i, _, _) in enumerate(found, 1)):
+            heads = [int(h) for _, h, _ in found]  # fast path: well-formed and sequential
+            items = []
         for k, item in enumerate(items, 1):
             m = _GRA_ITEM.fullmatch(item)
             if m is None:
@@ -321,21 +332,24 @@ class Checker:
                 self.add(line, "E721", f"%gra indices not sequential: expected {k}, found {m.group(1)}")
                 return
             heads.append(int(m.group(2)))
-        if chunks is not None and chunks != len(items):
-            self.add(line, "E720", f"%mor has {chunks} chunks, %gra has {len(items)} relations")
         n = len(heads)
         if any(h > n for h in heads):
             self.add(line, "E713", f"%gra head index out of range (1..{n})")
             return
         if 0 not in heads:
             self.add(line, "E722", "%gra has no ROOT (head 0)")
-        for k in range(1, n + 1):  # follow heads; more than n steps means a cycle
-            seen, h = 0, k
-            while h and seen <= n:
-                h, seen = heads[h - 1], seen + 1
-            if h:
+        reaches_root = [False] * (n + 1)  # index 0 is the root itself
+        reaches_root[0] = True
+        for k in range(1, n + 1):  # follow heads; a path longer than n is a cycle
+            path, h = [], k
+            while not reaches_root[h] and len(path) <= n:
+                path.append(h)
+                h = heads[h - 1]
+            if not reaches_root[h]:
                 self.add(line, "E724", "%gra has a circular dependency")
                 return
+            for j in path:
+                reaches_root[j] = True
 
 
 def _mor_ok(piece: str) -> bool:
@@ -410,6 +424,7 @@ class _MainTier:
         tops = bottoms = 0
         ca = {}
         tokens = _TOKEN.findall(text)
+        marks = _MARK_CHARS.search(text) is not None  # overlap or CA delimiters somewhere
         for k, tok in enumerate(tokens):
             first = tok[0]
             if first == "[":
@@ -450,7 +465,7 @@ class _MainTier:
                 elif quote < 0:
                     self.err("E242", "closing quotation mark without opening one")
                     quote = 0
-                if "\u2308" in tok or "\u230a" in tok or "\u2309" in tok or "\u230b" in tok:
+                if marks:
                     for m in _OVERLAP.finditer(tok):
                         if m.group(1) in ("0", "1"):
                             self.err("E373", f"overlap index {m.group(1)} (must be 2-9)")
@@ -459,9 +474,8 @@ class _MainTier:
                         elif m.group()[0] == "\u230a":
                             bottoms += 1
                         ca[m.group()[0]] = ca.get(m.group()[0], 0) + 1
-                for ch in _CA_PAIRED:
-                    if ch in tok:
-                        ca[ch] = ca.get(ch, 0) + tok.count(ch)
+                    for ch in _CA_CHARS.findall(tok):
+                        ca[ch] = ca.get(ch, 0) + 1
                 target = (len(items) - 1, len(items)) if kind else None
             for _ in range(closes):
                 if not groups:
