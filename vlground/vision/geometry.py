@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ _MODES = ("shortest_edge", "pad_to_square", "resize")
 class Preprocess:
     """The geometry of a vision encoder's preprocessing (no colour steps)."""
 
-    mode: ResizeMode = field(metadata={"help": "shortest_edge | pad_to_square | resize"})
+    mode: ResizeMode
     """``shortest_edge``: resize the short side to ``size`` keeping the aspect ratio (CLIP,
     LLaVA-1.5's HF processor, DINOv2's BitImageProcessor). ``pad_to_square``: pad to a square
     first, then as ``shortest_edge`` (LLaVA-1.5 ``image_aspect_ratio="pad"``). ``resize``: resize to
