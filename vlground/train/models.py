@@ -25,9 +25,10 @@ from torch import nn
 
 from vlground.errors import InputError
 
-#: arch -> (builder, has attention layers)
+#: arch name -> builder ``(model_cfg, vocab_size, special ids, max_len, attn_implementation)``
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
-ATTENTION_ARCHS = {"transformer", "hybrid-mid", "hybrid-even"}
+#: archs with attention layers (loaded with eager attention so weights can be read)
+ATTENTION_ARCHS = frozenset({"transformer", "hybrid-mid", "hybrid-even"})
 
 
 def _register(name: str):
