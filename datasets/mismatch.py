@@ -49,7 +49,8 @@ BUNDLED_IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 ANNOTATIONS_FILE = "annotations.json"
 PNG_KEY = "vlground-mismatch"
 
-__all__ = ["BUNDLED_IMAGES", "MismatchConfig", "build_mismatch", "paste_outside", "choose_replacement", "item_seed", "output_name"]
+__all__ = ["BUNDLED_IMAGES", "MismatchConfig", "build_mismatch", "paste_outside", "choose_replacement", "item_seed",
+           "output_name"]
 
 
 @dataclass

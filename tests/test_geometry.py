@@ -142,3 +142,19 @@ def test_coverage_matches_what_the_processor_does(size, box):
         measured = out[: gh * patch, : gw * patch].reshape(gh, patch, gw, patch).mean(axis=(1, 3))
         pm = box_to_patches(box, size, pre)
         assert np.abs(measured - pm.coverage).max() < 0.02, type(proc).__name__
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_from_pretrained_folder(tmp_path):
+    """Processor + config saved to a folder, read back the way adapters do."""
+    from transformers import CLIPVisionConfig, Dinov2Config, LlavaConfig
+
+    clip, bit, _ = _processors()
+    clip.save_pretrained(tmp_path / "llava")
+    LlavaConfig(vision_config=CLIPVisionConfig(patch_size=14, image_size=336).to_dict()).save_pretrained(
+        tmp_path / "llava")
+    assert Preprocess.from_pretrained(str(tmp_path / "llava")) == LLAVA
+    assert Preprocess.from_pretrained(str(tmp_path / "llava"), pad_to_square=True) == Preprocess.llava15(pad=True)
+    bit.save_pretrained(tmp_path / "dino")
+    Dinov2Config(patch_size=14).save_pretrained(tmp_path / "dino")
+    assert Preprocess.from_pretrained(str(tmp_path / "dino")) == Preprocess.dinov2()
