@@ -53,3 +53,16 @@ def tiny_bamba():
                       mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=8, bos_token_id=0, eos_token_id=0,
                       pad_token_id=0)
     return _perturb_norms(BambaForCausalLM(cfg).eval())
+
+
+@pytest.fixture
+def tiny_llava():
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=8, patch_size=4)
+    text = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                       intermediate_size=64, vocab_size=60, bos_token_id=0, eos_token_id=0)
+    return _perturb_norms(LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text,
+                                                                    image_token_index=55)).eval())

@@ -108,3 +108,18 @@ def test_head_grid_and_normalisation():
     grids = torch.stack([mass[0], 2 * mass[0]])
     assert torch.allclose(normalize_grid(grids, "model").sum((-1, -2)), torch.ones(2))
     assert torch.allclose(normalize_grid(grids, "head")[1], (mass[0] > 0).float())
+
+
+def test_exports_and_plots(tmp_path):
+    import subprocess
+    import sys
+
+    import vlground.mechanism as mech
+
+    for name in mech.__all__:
+        assert getattr(mech, name) is not None
+    code = "import sys, vlground.mechanism; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    maps = normalize_maps(torch.rand(2, 3, 5, 5).tril())
+    assert mech.plot_head_maps(maps, tmp_path / "maps.png").stat().st_size > 0
+    assert mech.plot_head_grid(torch.rand(2, 3), tmp_path / "grid.png", "flow").stat().st_size > 0

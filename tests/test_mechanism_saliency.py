@@ -9,15 +9,18 @@ from vlground.mechanism.errors import MechanismError
 from vlground.mechanism.saliency import target_loss
 from vlground.mechanism.sites import attention_layer_indices
 
-from _mechanism_models import tiny_bamba, tiny_gpt2, tiny_llama  # noqa: F401  (fixtures)
+from _mechanism_models import tiny_bamba, tiny_gpt2, tiny_llama, tiny_llava  # noqa: F401  (fixtures)
 
 
-def reference_saliency(model, ids, pos, tgt):
+def reference_saliency(model, ids, pos, tgt, embeds=None):
     """One item at a time, one head at a time: grad of that item's loss w.r.t. one head's map."""
     model.set_attn_implementation("eager")
     out_items = []
-    for b in range(ids.shape[0]):
-        out = model(ids[b : b + 1], output_attentions=True)
+    for b in range(pos.shape[0]):
+        if embeds is None:
+            out = model(ids[b : b + 1], output_attentions=True)
+        else:
+            out = model(inputs_embeds=embeds[b : b + 1], output_attentions=True)
         loss = target_loss(out.logits, pos[b : b + 1], tgt[b : b + 1]).sum()
         layers = []
         for att in out.attentions:
@@ -83,3 +86,12 @@ def test_sdpa_model_is_switched_and_restored(tiny_gpt2):
     ids, pos, tgt = items()
     attention_saliency(tiny_gpt2, ids, pos, tgt)
     assert tiny_gpt2.config._attn_implementation == "sdpa" and tiny_gpt2.training
+
+
+def test_llava_language_model_with_inputs_embeds(tiny_llava):
+    """LLaVA fed features directly (as image features would be): saliency of its language model."""
+    embeds = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(0))
+    pos, tgt = torch.tensor([8, 5]), torch.tensor([1, 2])
+    sal = attention_saliency(tiny_llava, None, pos, tgt, inputs_embeds=embeds)
+    ref = reference_saliency(tiny_llava, None, pos, tgt, embeds=embeds)
+    assert sal.shape == (2, 2, 4, 9, 9) and torch.allclose(sal, ref, atol=1e-6, rtol=1e-4)
