@@ -98,6 +98,7 @@ def _train_one(cfg: TrainConfig) -> None:
     if B % W:
         raise InputError(f"batch_size {B} is not divisible by the {W} processes")
     resume_from = _prepare_run_dir(run, spec, cfg.resume)
+    accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
     if resume_from == "done":
         log.info("%s: already complete (step %d)", run, h.steps)
         return
@@ -117,7 +118,8 @@ def _train_one(cfg: TrainConfig) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(h))
     start = 0
     if resume_from is not None:
-        start = _restore(run, model, optimizer, scheduler, h)
+        with accelerator.main_process_first():  # the main process moves damaged checkpoints aside
+            start = _restore(run, model, optimizer, scheduler, main)
     model, optimizer = accelerator.prepare(model, optimizer)
     info = {"arch": arch, "seed": cfg.seed, "batch_size": B, "chunk_len": corpus.chunk_len,
             "vlground_version": vlground.__version__}
@@ -217,7 +219,7 @@ def _describe_diff(key, old, new) -> str:
     return f"{key}: {old!r} there, {new!r} now"
 
 
-def _restore(run: Path, model, optimizer, scheduler, h: Hyper) -> int:
+def _restore(run: Path, model, optimizer, scheduler, main: bool = True) -> int:
     """Load the latest checkpoint that reads back into model, optimizer, scheduler and RNG.
 
     A damaged one is renamed ``step-<N>.corrupt`` (kept for inspection, no longer listed) with a
@@ -232,15 +234,17 @@ def _restore(run: Path, model, optimizer, scheduler, h: Hyper) -> int:
                     raise InputError(f"{path / ckpt.TRAINER_STATE}: no {key!r}")
         except InputError as exc:
             bad = path.with_name(f"{path.name}.corrupt-{os.getpid()}")
-            os.replace(path, bad)
-            log.warning("cannot resume from %s (%s); falling back to the previous checkpoint (moved it to %s)", path, exc, bad.name)
+            if main:
+                os.replace(path, bad)
+                log.warning("cannot resume from %s (%s); falling back to the previous checkpoint (moved it to %s)", path, exc, bad.name)
             continue
         model.load_state_dict(weights, strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        _truncate_log(run, int(state["step"]))
-        log.info("resuming %s from step %d", run, step)
+        if main:
+            _truncate_log(run, int(state["step"]))
+            log.info("resuming %s from step %d", run, step)
         return int(state["step"])
     raise InputError(f"{run}: no checkpoint could be read back; choose another --out")
 
