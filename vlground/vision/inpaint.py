@@ -96,7 +96,10 @@ class DiffusersInpainter:
             )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{model}: cannot load an inpainting pipeline ({first})") from None
+            if len(first) > 200:
+                first = first[:197] + "..."
+            where = "hub id (not a local folder)" if not local.exists() else "folder"
+            raise InputError(f"{model}: cannot load an inpainting pipeline from this {where}: {first}") from None
         if pipe.unet.config.in_channels != 9:
             raise InputError(f"{model}: not an inpainting pipeline (unet has {pipe.unet.config.in_channels} "
                              "input channels, expected 9)")
