@@ -40,12 +40,17 @@ def chunk_sources(file_starts: np.ndarray, n_chunks: int, chunk_len: int) -> np.
     return (np.searchsorted(np.asarray(file_starts, dtype=np.int64), pos, side="right") - 1).astype(np.int32)
 
 
-def cooc_matrix(chunks: np.ndarray, env_ids: np.ndarray, lan_ids: np.ndarray, vocab_size: int) -> scipy.sparse.csr_matrix:
-    """CSR bool [n_chunks, n_pairs]: pair ``p`` co-occurs in chunk ``c``."""
+def cooc_matrix(
+    chunks: np.ndarray, env_ids: np.ndarray, lan_ids: np.ndarray, vocab_size: int, block: int = 4096
+) -> scipy.sparse.csr_matrix:
+    """CSR bool [n_chunks, n_pairs]: pair ``p`` co-occurs in chunk ``c`` (``block`` chunks at a time)."""
     n_chunks, chunk_len = chunks.shape
     n_pairs = len(env_ids)
     if n_chunks == 0 or n_pairs == 0:
         return scipy.sparse.csr_matrix((n_chunks, n_pairs), dtype=bool)
+    if n_chunks > block:
+        parts = [cooc_matrix(chunks[i : i + block], env_ids, lan_ids, vocab_size, block) for i in range(0, n_chunks, block)]
+        return scipy.sparse.vstack(parts, format="csr", dtype=bool)
     rows = np.repeat(np.arange(n_chunks, dtype=np.int64), chunk_len)
     data = np.ones(rows.shape[0], dtype=np.int8)
     present = scipy.sparse.csr_matrix(

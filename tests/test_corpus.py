@@ -234,3 +234,16 @@ def test_whole_fixture_tree(tmp_path: Path):
         path, lineno, reason = line.split(":", 2)
         assert path.endswith(".cha") and lineno.isdigit() and reason.strip()
     assert st["env_tokens"] > 0 and c.n_chunks == st["chunks"]
+
+
+def test_cooc_matrix_matches_brute_force():
+    from vlground.datasets.cooc import chunk_sources, chunk_stream, cooc_matrix
+
+    rng = np.random.default_rng(0)
+    chunks = rng.integers(0, 50, (300, 20)).astype(np.int32)
+    env, lan = np.arange(10, 20), np.arange(30, 40)
+    brute = np.array([[e in set(row) and l in set(row) for e, l in zip(env, lan)] for row in chunks.tolist()])
+    assert np.array_equal(cooc_matrix(chunks, env, lan, 50).toarray(), brute)
+    assert np.array_equal(cooc_matrix(chunks, env, lan, 50, block=7).toarray(), brute)
+    assert chunk_stream(np.arange(5, dtype=np.int32), 2, 0).tolist() == [[0, 1], [2, 3], [4, 0]]
+    assert chunk_sources(np.array([0, 3, 4]), 3, 2).tolist() == [0, 0, 2]
