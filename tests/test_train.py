@@ -72,6 +72,9 @@ def test_arch_trains_and_loads_back(arch, corpus, tmp_path):
     out = model(ids, output_hidden_states=True, output_attentions=has_attn)
     assert len(out.hidden_states) == n_layers + 1  # embeddings + each layer
     assert all(h.shape == (1, ids.shape[1], model.config.hidden_size) for h in out.hidden_states)
+    # the last hidden state is what the output head reads (after any final norm): a lens at the
+    # last layer reproduces the model's own logits
+    assert torch.allclose(model.get_output_embeddings()(out.hidden_states[-1]), out.logits, atol=1e-5)
     if has_attn:
         assert model.config._attn_implementation == "eager"
         n_attn = n_layers if arch == "transformer" else len(model.config.attn_layer_indices)

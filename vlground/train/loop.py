@@ -143,11 +143,11 @@ def _train_one(cfg: TrainConfig) -> None:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=h.steps, initial=start, disable=not (main and cfg.progress), desc=f"{arch} seed {cfg.seed}")
-    loss_sum, n_window, t_train, tokens = torch.zeros((), device=accelerator.device), 0, 0.0, 0
+    loss_sum, n_window, tokens = torch.zeros((), device=accelerator.device), 0, 0
     per = B // W
     model.train()
+    window_start, excluded = time.perf_counter(), 0.0  # tokens/s leaves out checkpoint writes
     for step in range(start + 1, h.steps + 1):
-        t0 = time.perf_counter()
         lo = (step - 1) * B + rank * per
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id).items()}
         loss = model(**batch).loss
@@ -159,22 +159,23 @@ def _train_one(cfg: TrainConfig) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         n_window += 1
-        tokens += per * corpus.chunk_len * W
+        tokens += B * corpus.chunk_len
         if step % h.log_every == 0 or step == h.steps:
             mean = (accelerator.reduce(loss_sum, "mean") if W > 1 else loss_sum).item() / n_window
-            t_train += time.perf_counter() - t0
+            seconds = time.perf_counter() - window_start - excluded
             rec = {"step": step, "loss": round(mean, 5), "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": round(tokens / max(t_train, 1e-9), 1)}
+                   "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
             if main:
                 _append_log(run, rec)
             bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             loss_sum.zero_()
-            n_window, t_train, tokens = 0, 0.0, 0
-        else:
-            t_train += time.perf_counter() - t0
+            n_window, tokens = 0, 0
+            window_start, excluded = time.perf_counter(), 0.0
         bar.update(1)
         if step in ckpt_steps:
+            t = time.perf_counter()
             checkpoint(step)
+            excluded += time.perf_counter() - t
         if cfg.stop_after is not None and step >= cfg.stop_after:
             log.info("stopping after step %d (stop_after)", step)
             break
