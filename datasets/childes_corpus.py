@@ -111,7 +111,7 @@ def _encode(files: Iterable[ChatFile], strict: bool) -> _Encoded:
         if strict and errors:
             raise InputError(f"{errors[0]} (--strict)")
         if errors and not cf.utterances:
-            skipped_files.append(f"{errors[0].path}:{errors[0].line}: {errors[0].code} {errors[0].message}")
+            skipped_files.append(str(errors[0]))
             continue
         skipped_utts.extend(str(p) for p in errors)
         warnings.extend(str(p) for p in cf.problems if p.severity != "error")
