@@ -113,12 +113,21 @@ def load_model(path: str | Path, *, attn_implementation: str | None = "eager", d
     return model.eval()
 
 
-def load_checkpoint(path: str | Path, *, attn_implementation: str | None = "eager", dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer)`` from a checkpoint folder; model in eval mode, Transformer and hybrid
-    attention eager. Raises :class:`InputError` for a missing or damaged checkpoint."""
+def load_checkpoint(
+    path: str | Path,
+    *,
+    attn_implementation: str | None = "eager",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+):
+    """``(model, tokenizer)`` from a checkpoint folder; model in eval mode (on ``device`` if
+    given), Transformer and hybrid attention eager. Raises :class:`InputError` for a missing or
+    damaged checkpoint."""
     from transformers import PreTrainedTokenizerFast
 
     model = load_model(path, attn_implementation=attn_implementation, dtype=dtype)
+    if device is not None:
+        model.to(device)
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
