@@ -279,9 +279,9 @@ class ChildesAdapter(Adapter):
         return frozenset(caps)
 
     def unembed(self, loaded: LoadedModel):
-        from vlground.mechanism.lens import resolve_unembed
+        from vlground.mechanism.unembed import resolve_unembedding
 
-        return resolve_unembed(loaded.model)
+        return resolve_unembedding(loaded.model)
 
     def cooccurrence(self, loaded: LoadedModel, words: list[str]) -> dict[str, int] | None:
         corpus, order, bs = loaded.extra.get("corpus"), loaded.extra.get("order"), loaded.extra.get("batch_size")

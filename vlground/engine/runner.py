@@ -40,7 +40,7 @@ class ProbeSpec:
     doc: str = ""
 
 
-#: probe name -> spec. Mechanistic probes add themselves here (vlground.mechanism.probes).
+#: probe name -> spec. Mechanistic probes add themselves here (vlground.engine.mechanistic).
 PROBES: dict[str, ProbeSpec] = {
     "behaviour": ProbeSpec(behaviour_probe, doc="surprisal match vs mismatch, information gain, R² vs co-occurrence"),
 }
@@ -48,7 +48,7 @@ PROBES: dict[str, ProbeSpec] = {
 
 def _load_mechanistic_probes() -> None:
     try:
-        import vlground.mechanism.probes  # noqa: F401  (registers saliency, heads, ablation, lens)
+        import vlground.engine.mechanistic  # noqa: F401  (registers saliency, heads, ablation, lens)
     except ImportError as exc:
         log.debug("mechanistic probes unavailable: %s", exc)
 
