@@ -191,6 +191,8 @@ def _mixed_precision(mode: str) -> str:
 def _prepare_run_dir(run: Path, spec: dict, resume: bool):
     """None (start at step 0), "resume" or "done". Refuses to touch a folder holding something else."""
     meta = run / "run.json"
+    if run.exists() and not run.is_dir():
+        raise InputError(f"{run}: exists and is not a folder; choose another --out")
     if not meta.is_file():
         if run.exists() and any(p for p in run.iterdir() if not p.name.startswith(".")):
             raise InputError(f"{run}: exists and is not a vlground run folder (no run.json); choose another --out")
