@@ -18,6 +18,7 @@ import warnings
 import pylangacq
 
 from vlground.chat import validate
+from vlground.chat.fast import common_words
 from vlground.chat.sources import ChatSource
 from vlground.chat.types import ChatFile, Problem, Utterance
 from vlground.chat.words import finish_words
@@ -32,7 +33,7 @@ _HEADER = re.compile(r"@([^:\t]*)(?::(\t?)(.*))?")
 class RawUtterance:
     """A main tier and its dependent tiers as written, before checks and cleaning."""
 
-    __slots__ = ("line", "speaker", "text", "tiers", "tier_lines", "bad")
+    __slots__ = ("line", "speaker", "text", "tiers", "tier_lines", "bad", "fast")
 
     def __init__(self, line: int, speaker: str, text: str) -> None:
         self.line = line
@@ -41,6 +42,7 @@ class RawUtterance:
         self.tiers: dict[str, str] = {}
         self.tier_lines: dict[str, int] = {}
         self.bad = False
+        self.fast = False  #: set by the checks: the main tier matches fast.COMMON
 
 
 def read_chat(source: ChatSource) -> ChatFile:
@@ -160,7 +162,23 @@ def _split(text: str, path: str, headers: list, utts: list[RawUtterance],
 
 
 def _words(kept: list[RawUtterance], path: str, problems: list[Problem]) -> list[list[str] | None]:
-    """Step 3: cleaned words of each kept utterance (None where pylangacq could not read it)."""
+    """Step 3: cleaned words of each kept utterance (None where pylangacq could not read it).
+
+    Main tiers of common markup (``u.fast``) are cleaned by whole-text regex passes
+    (:func:`vlground.chat.fast.common_words`); the others go to pylangacq in one call.
+    """
+    if not kept:
+        return []
+    fast = [u for u in kept if u.fast]
+    if len(fast) == len(kept):
+        return common_words([u.text for u in kept])
+    slow = [u for u in kept if not u.fast]
+    slow_words = iter(_slow_words(slow, path, problems))
+    fast_words = iter(common_words([u.text for u in fast]))
+    return [next(fast_words) if u.fast else next(slow_words) for u in kept]
+
+
+def _slow_words(kept: list[RawUtterance], path: str, problems: list[Problem]) -> list[list[str] | None]:
     if not kept:
         return []
     body = "".join(f"*{u.speaker or 'XXX'}:\t{u.text}\n" for u in kept)

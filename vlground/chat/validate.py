@@ -7,14 +7,16 @@ markers, overlap, long features, bullets) and dependent-tier syntax and alignmen
 (``%mor``/``%gra``/``%pho``/``%sin``). The codes follow TalkBank's validator (the Rust
 ``talkbank-chat`` crate that batchalign ships); ``E000`` is used where no code fits.
 
-Each utterance is checked in one pass over its tokens; plain utterances (no CHAT markup)
-take a fast path of two regex calls.
+Each utterance is checked in one pass over its tokens, except main tiers of common,
+well-formed markup (:data:`vlground.chat.fast.COMMON`, one regex call), which pass every
+main-tier check by construction.
 """
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Literal
 
+from vlground.chat.fast import COMMON
 from vlground.chat.types import Problem
 
 if TYPE_CHECKING:
@@ -226,18 +228,36 @@ class Checker:
         longs: list[tuple[str, str, int]] = []  # open &{l= / &{n= features: kind, label, index
         overlaps: list[tuple[int, int]] = []  # per utterance: (tops, bottoms)
         multilingual = len(languages) > 1
+        problems = self.problems
+        good_speakers: set[str] = set()
+        common = COMMON.fullmatch
+        no_marks = (0, 0)
         for index, u in enumerate(utts):
-            start = len(self.problems)
-            if not u.speaker:
-                self.add(u.line, "E301", "empty speaker code")
-            elif not _SPEAKER.fullmatch(u.speaker):
-                self.add(u.line, "E302", f"invalid speaker code {u.speaker!r}")
-            elif participants and u.speaker not in participants:
-                self.add(u.line, "E308", f"speaker {u.speaker} is not in @Participants")
-            counts = _MainTier(self, u, index, multilingual, longs).run()
-            overlaps.append(counts[2])
-            self._dependents(u, counts)
-            if any(p.severity == "error" for p in self.problems[start:]):
+            start = len(problems)
+            speaker = u.speaker
+            if speaker not in good_speakers:
+                if not speaker:
+                    self.add(u.line, "E301", "empty speaker code")
+                elif not _SPEAKER.fullmatch(speaker):
+                    self.add(u.line, "E302", f"invalid speaker code {speaker!r}")
+                elif participants and speaker not in participants:
+                    self.add(u.line, "E308", f"speaker {speaker} is not in @Participants")
+                else:
+                    good_speakers.add(speaker)
+            text = u.text
+            tiers = u.tiers
+            # fast path: common well-formed markup passes every main-tier check (fast.py)
+            u.fast = ("\x15" not in text and "\x02" not in text
+                      and common(text.strip()) is not None and _CONTROL.search(text) is None)
+            if u.fast and not ("mor" in tiers or "pho" in tiers or "sin" in tiers):
+                overlaps.append(no_marks)
+                if tiers:
+                    self._dependents(u, (None, None, None))
+            else:
+                counts = _MainTier(self, u, index, multilingual, longs).run()
+                overlaps.append(counts[2])
+                self._dependents(u, counts)
+            if len(problems) > start and any(p.severity == "error" for p in problems[start:]):
                 u.bad = True
         for kind, label, index in longs:
             code = "E358" if kind == "l" else "E367"
