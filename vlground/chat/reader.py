@@ -25,8 +25,6 @@ from vlground.chat.words import finish_words
 
 log = logging.getLogger(__name__)
 
-_MAIN = re.compile(r"\*([^:\t]*):\t?(.*)")
-_DEP = re.compile(r"%([^:\t]*):\t?(.*)")
 _HEADER = re.compile(r"@([^:\t]*)(?::(\t?)(.*))?")
 
 
@@ -95,33 +93,36 @@ def _split(text: str, path: str, headers: list, utts: list[RawUtterance],
     """Step 1: lines -> headers and utterances (continuation lines joined by one space)."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    if "\r" in text:  # CRLF: drop the "\r" ending each line
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):
+            text = text[:-1]
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     current: RawUtterance | None = None
     last: tuple[str, object] | None = None  # what a continuation line extends
     for i, line in enumerate(lines, 1):
-        if line.endswith("\r"):
-            line = line[:-1]
         first = line[:1]
         if first == "*":
-            m = _MAIN.fullmatch(line)
-            if m is None or ":" not in line:
+            # *SPK:<tab>text; the speaker is everything before the first ':' and has no tab
+            speaker, colon, rest = line[1:].partition(":")
+            if not colon or "\t" in speaker:
                 problems.append(Problem(path, i, "E323", "main tier without ':' after the speaker"))
                 current, last = None, None
                 continue
-            current = RawUtterance(i, m.group(1), m.group(2))
+            current = RawUtterance(i, speaker, rest[1:] if rest[:1] == "\t" else rest)
             utts.append(current)
             last = ("main", current)
         elif first == "%":
-            m = _DEP.fullmatch(line)
-            if m is None or ":" not in line:
+            name, colon, rest = line[1:].partition(":")
+            if not colon or "\t" in name:
                 problems.append(Problem(path, i, "E602", f"malformed dependent tier header: {line[:20]}"))
                 if current is not None:
                     current.bad = True
                 last = None
                 continue
-            name, value = m.group(1), m.group(2)
+            value = rest[1:] if rest[:1] == "\t" else rest
             if current is None:
                 problems.append(Problem(path, i, "E404", f"dependent tier %{name} before any main tier"))
                 last = None

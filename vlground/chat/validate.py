@@ -75,6 +75,8 @@ _SIMPLE_CODES = re.compile(
     r"(?:\s[^\]]*)?\]"
 )
 _DEPRECATED_TIERS = frozenset({"xpho", "xmod", "xmor", "xgra"})
+_PLAIN_TIERS = DEPENDENT_TIERS - _DEPRECATED_TIERS
+_ALIGNED = frozenset({"mor", "gra", "pho", "sin"})  # tiers checked further (syntax, alignment)
 _DEP_UNITS = re.compile(r"\u2039[^\u203a]*\u203a|\u3014[^\u3015]*\u3015|\S+")
 _MOR_SIMPLE = re.compile(r"(?:[^|\s~$+]+\|[^|\s~+]+(?:~[^|\s~$+]+\|[^|\s~+]+)* |, )*[.?!]")
 _GRA_ITEM = re.compile(r"(\d+)\|(\d+)\|([A-Za-z][\w:\-]*)")
@@ -281,6 +283,8 @@ class Checker:
         mor_main, pho_main, _ = counts
         tiers = u.tiers
         for name, value in tiers.items():
+            if name in _PLAIN_TIERS and value and not value.isspace():
+                continue  # a known tier, not empty, not deprecated: nothing to report
             line = u.tier_lines[name]
             if name not in DEPENDENT_TIERS and not name.startswith("x"):
                 self.add(line, "E605", f"unknown dependent tier %{name}")
@@ -288,6 +292,8 @@ class Checker:
                 self.add(line, "E756", f"dependent tier %{name} is empty")
             elif name in _DEPRECATED_TIERS:
                 self.add(line, "W602", f"deprecated tier %{name} (use %{name[1:]})", "warning")
+        if _ALIGNED.isdisjoint(tiers):
+            return
         mor = tiers.get("mor")
         chunks = 0
         if mor is not None and mor.strip():
