@@ -1,0 +1,60 @@
+"""The folder -> namespace mapping (adapters/ -> vlground.adapters, datasets/ -> vlground.datasets)
+holds in the editable install and in a built wheel, and no top-level name collides with PyPI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_namespace_mapping_in_this_install(tmp_path):
+    import vlground.adapters
+    import vlground.datasets
+
+    assert Path(vlground.adapters.__file__).parent == ROOT / "adapters"
+    assert Path(vlground.datasets.__file__).parent == ROOT / "datasets"
+    # outside the source tree, our folders are not importable under their bare names (those
+    # belong to PyPI packages): only the vlground.* names exist
+    code = (
+        "import importlib.util, pathlib, sys\n"
+        "for n in ('adapters', 'datasets'):\n"
+        "    s = importlib.util.find_spec(n)\n"
+        f"    assert s is None or pathlib.Path(s.origin or '').parent != pathlib.Path({str(ROOT)!r}) / n, n\n"
+        "import vlground.adapters.childes, vlground.datasets.chat_generator\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_builtin_adapters_are_entry_points():
+    eps = {ep.name: ep.value for ep in entry_points(group="vlground.adapters")}
+    assert eps["childes"] == "vlground.adapters.childes:ChildesAdapter"
+    assert {"childes", "llava15", "visdial_dinov2"} <= set(eps)
+
+
+@pytest.mark.slow
+def test_wheel_maps_folders_into_the_namespace(tmp_path):
+    pytest.importorskip("setuptools")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("vlground-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vlground/adapters/childes.py" in names
+    assert "vlground/datasets/chat_generator.py" in names
+    assert any(n.startswith("vlground/datasets/fixtures/images/") for n in names)
+    assert "vlground/templates/childes_en.json" in names
+    assert any(n.startswith("vlground/configs/") and n.endswith(".json") for n in names)
+    assert not any(n.startswith(("adapters/", "datasets/", "tests/")) for n in names), "top-level folders leaked into the wheel"
+    ep = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(ep).decode()
+    assert "[vlground.adapters]" in text and "vlground.adapters.childes:ChildesAdapter" in text
+    assert "vlground = vlground.cli:main" in text
