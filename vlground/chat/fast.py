@@ -88,3 +88,31 @@ def common_words(texts: list[str]) -> list[list[str]]:
         s = _FORM.sub("", s)
     s = s.lower()
     return [line.split() for line in s.split("\n")]
+
+
+# --- alignment counts of one common main tier (same as validate._MainTier._tokens) ----------
+# %mor: what is left once retraced material is dropped and replacements put in, less fillers,
+# events, pauses, xxx yyy www, omissions 0...; the terminator and commas count.
+_NOT_MOR = re.compile(r" (?:[&(]\S*|(?:xxx|yyy|www|0\S*)(?!\S))")
+# %pho/%sin: the words as spoken (retraced ones too, a replaced word once), fillers, fragments,
+# nonwords, xxx yyy; not events, pauses, www, omissions, punctuation, linkers.
+_NOT_PHO = re.compile(r" (?:[,\u201e\u2021.?!+(]\S*|&=\S*|(?:www|0\S*)(?!\S))")
+_REPLACEMENT = re.compile(r" \[: [^\]\[\n]*\]")
+
+
+def common_counts(text: str) -> tuple[int, int]:
+    """(items aligned to %mor, words aligned to %pho) of one main tier that COMMON matches."""
+    if text[0] == "+":  # a leading linker (+< ++ ...): aligned to nothing; "<" is not a group
+        text = text.partition(" ")[2]
+    s = " " + text
+    if "[" not in s:
+        return (len(_NOT_MOR.sub("", s).split()), len(_NOT_PHO.sub("", s).split()))
+    pho = _NOT_PHO.sub("", _CODES.sub(" ", _REPLACEMENT.sub("", s)))
+    r = s[::-1]
+    if "/[" in r:
+        r = _R_RETRACED_GROUP.sub("", r)
+        r = _R_RETRACED_ITEM.sub("", r)
+    if ":[" in r:
+        r = _R_REPLACED.sub(r"\1", r)
+    mor = _NOT_MOR.sub("", _CODES.sub(" ", r[::-1]))
+    return len(mor.split()), len(pho.split())
