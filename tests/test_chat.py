@@ -203,3 +203,71 @@ def test_cli_user_errors_exit_2(capsys, tmp_path):
     assert main(["check-chat", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "no .cha files" in err
+
+
+# --- retracing and groups (CHAT manual: a scoped code follows its word or <group> directly) ---
+@pytest.mark.parametrize("main_tier", [
+    "<I want> [/] I want cookie .", "I [//] you go .", "<ingroup [/]> [<] after .",
+    "<I [//] I love this key> [>] .", "<(.) be careful> [<] ?", "&-uh (.) <I want> [/] I want .",
+])
+def test_retracing_and_groups_accepted(main_tier):
+    assert codes(f"*CHI:\t{main_tier}") == set()
+
+
+@pytest.mark.parametrize("main_tier,code", [
+    ("let's (.) [/] let's play .", "E316"),          # [/] after a pause: a pause takes no code
+    ("<where did> (.) [/] where did it go ?", "E345"),  # the group's code must follow it
+    ("<do you> mama@b [//] do you want to play .", "E345"),
+    ("<I want> [/] .", "E370"),
+])
+def test_retracing_and_groups_rejected(main_tier, code):
+    assert code in codes(f"*CHI:\t{main_tier}")
+
+
+def test_untranscribed_not_aligned_to_mor():
+    for main_tier in ["I want xxx .", "I want xxx [!] ."]:
+        assert codes(f"*CHI:\t{main_tier}", "%mor:\tpro|I v|want .") == set()
+
+
+def test_crlf_read_like_lf():
+    text = chat("*CHI:\thello there .", "%act:\tgives ball", "\tto MOT")
+    a, b = read_chat_text(text, "t.cha"), read_chat_text(text.replace("\n", "\r\n"), "t.cha")
+    assert a.utterances == b.utterances and a.problems == b.problems
+
+
+# --- fast path (vlground/chat/fast.py) == token-by-token checks + pylangacq words ---------------
+FAST_CASES = [
+    "I want ice+cream@b .", "&-uh (.) <I want> [/] I want xxx (1.5) more &=laughs !",
+    "goed [: went] [* m] [//] went home ?", "<gonna [: going to] go> [<] .", "+< yes , no +/.",
+    "he 0is happy .", "xxx@b XXX yyy www 0 .", "<a b> [>] [?] c [!] [= points] . [+ bch]",
+    "<I [/] I> [//] you go +...", "it's [//] it's my_turn ice+cream .",
+]
+
+
+def _fast_cases():
+    from vlground.datasets.chat_generator import GeneratorOptions, transcript_text
+
+    texts = [p.read_text(encoding="utf-8") for p in VALID]
+    texts += [transcript_text(s, i, GeneratorOptions(code_prob=cp, utterances_per_file=150))
+              for s, cp in ((0, 0.15), (1, 1.0)) for i in range(4)]
+    mains = [line.split("\t", 1)[1] for t in texts for line in t.splitlines()
+             if line.startswith("*") and "\t" in line]
+    return mains + FAST_CASES
+
+
+def test_fast_path_agrees_with_slow_path():
+    from vlground.chat import fast, reader, validate
+
+    checked = 0
+    for text in _fast_cases():
+        s = text.strip()
+        if "\x15" in s or not fast.COMMON.fullmatch(s):
+            continue
+        checked += 1
+        u = reader.RawUtterance(1, "CHI", text)
+        checker = validate.Checker("t.cha", [])
+        counts = validate._MainTier(checker, u, 0, False, []).run()[:2]
+        assert not checker.problems, (text, [str(p) for p in checker.problems])
+        assert validate._counts(s) == counts, text
+        assert fast.common_words([text]) == reader._slow_words([u], "t.cha", []), text
+    assert checked > 500
