@@ -147,7 +147,12 @@ def _check_pairs_differ_only_in_environment(batch: ProbeBatch) -> None:
         if ids[a].shape != ids[b].shape:
             continue
         diff = ids[a] != ids[b]
-        assert diff.any(), f"pair {pid}: match and mismatch inputs are identical"
+        # a VLM's pair has the same tokens (image placeholders) and differs in the pixels
+        pixels_differ = any(
+            k not in ("input_ids", "attention_mask") and v.shape[:1] == ids.shape[:1] and not torch.equal(v[a], v[b])
+            for k, v in batch.model_inputs.items()
+        )
+        assert diff.any() or pixels_differ, f"pair {pid}: match and mismatch inputs are identical"
         assert not (diff & ~(batch.env_span[a] | batch.env_span[b])).any(), (
             f"pair {pid}: match and mismatch differ outside the environment"
         )

@@ -70,6 +70,8 @@ def attention_saliency(
     *,
     inputs_embeds: torch.Tensor | None = None,
     layers: Sequence[int] | None = None,
+    predict_row_only: bool = False,
+    **model_kwargs,
 ) -> torch.Tensor:
     """Saliency of every head of the chosen layers for a batch, from one backward pass.
 
@@ -83,10 +85,16 @@ def attention_saliency(
         inputs_embeds: ``[batch, seq, d_model]`` instead of ``input_ids`` (e.g. image features).
         layers: decoder-layer indices to keep (must have attention); default all attention
             layers, see :func:`vlground.mechanism.sites.attention_layer_indices`.
+        predict_row_only: return only row ``predict_positions[b]`` of each map (the flows *into*
+            the predicted position), ``[batch, len(layers), heads, seq]``: what image probes
+            need, without holding ``seq x seq`` maps of hundreds of image tokens on the CPU.
+        **model_kwargs: further model inputs, e.g. ``pixel_values`` for a VLM (LLaVA finds its
+            image-token slots in ``inputs_embeds`` by the image token's embedding).
 
     Returns:
         ``[batch, len(layers), heads, seq, seq]`` float32 on CPU; ``[b, k, h, i, j]`` is the
-        flow from token ``j`` into token ``i`` (zero above the diagonal and at padding).
+        flow from token ``j`` into token ``i`` (zero above the diagonal and at padding);
+        ``[batch, len(layers), heads, seq]`` with ``predict_row_only``.
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise MechanismError("give exactly one of input_ids and inputs_embeds")
@@ -105,7 +113,8 @@ def attention_saliency(
     if missing:
         raise MechanismError(f"layers {missing} have no attention; attention layers are {att_layers}")
 
-    kwargs = {}
+    kwargs = dict(model_kwargs)
+    rows_at = predict_positions
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         # Only the logits at the predicted positions are needed (vocab x seq can be large).
         kept = torch.unique(predict_positions)
@@ -125,7 +134,14 @@ def attention_saliency(
             raise MechanismError(f"{type(model).__name__} returns attention maps outside the autograd graph")
         loss = target_loss(out.logits, predict_positions, target_ids).sum()
         grads = torch.autograd.grad(loss, chosen, allow_unused=True)
-    maps = [
-        (torch.zeros_like(a) if g is None else g * a).detach().float().cpu() for a, g in zip(chosen, grads)
-    ]
+    if predict_row_only:
+        def row(t: torch.Tensor) -> torch.Tensor:  # [B, H, S, S] -> [B, H, S] (layers may sit on several GPUs)
+            at = rows_at.to(t.device)
+            return t[torch.arange(at.shape[0], device=t.device), :, at]
+
+        maps = [(torch.zeros_like(row(a)) if g is None else row(g) * row(a)).detach().float().cpu() for a, g in zip(chosen, grads)]
+    else:
+        maps = [
+            (torch.zeros_like(a) if g is None else g * a).detach().float().cpu() for a, g in zip(chosen, grads)
+        ]
     return torch.stack(maps, dim=1)

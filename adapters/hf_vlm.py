@@ -1,0 +1,373 @@
+"""``HFVisionLanguageAdapter``: any Hugging Face image-text-to-text model, probed on COCO objects.
+
+A concrete VLM is a short subclass that *declares* what differs (see ``adapters/llava15.py`` and
+docs/adapters.md): the accepted ``config.model_type`` values, the model and processor classes, the
+chat format, and, when the defaults do not fit, how to find the image tokens or map a box.
+
+Items (one pair per annotated object of ``--annotations``):
+
+* match: the source image; mismatch: the image ``build-mismatch`` made from it (``--mismatch``
+  folder, matched by annotation id and source file). Both share ``pair_id`` (``ann<id>``), the
+  prompt and the target; only the pixels differ.
+* prompt: ``options.prompt`` if given (it must hold the processor's image token once), else the
+  class's ``chat_format`` (or the processor's chat template) filled with ``options.question`` and
+  ``options.answer_prefix``: ``USER: <image>\\nWhat is in the picture? ASSISTANT: It is a``.
+  The target is the category name, tokenised as ``prompt + " " + name``; a name of several
+  sub-tokens is scored as the sum of their log-probabilities with the earlier sub-tokens fed in
+  (teacher forcing), per :mod:`vlground.engine.adapter`.
+* ``env_mask``: the image-token positions whose patch lies inside the object's box, the box mapped
+  through the model's own preprocessing with :func:`vlground.vision.geometry.box_to_patches`
+  (row-major patch ``k`` sits at ``first image token + prefix + k``; ``prefix`` = image tokens
+  beyond the grid, e.g. a kept CLS); ``env_span``: every image-token position.
+
+Memory and speed: ``--dtype auto`` is float16 on a GPU and float32 on the CPU; attention is eager
+(saliency needs the maps); ``device_map="auto"`` shards the model over several visible GPUs when
+``--device auto``. The GPU paths are written but untested here (no GPU in CI).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from vlground.engine.adapter import Adapter, Capability, Checkpoint, LoadedModel, ProbeBatch, ProbeItem, resolve_device
+from vlground.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ObjectItem:
+    """What :meth:`HFVisionLanguageAdapter.batch` needs of one object (kept in ``ProbeItem.meta``)."""
+
+    annotation_id: int
+    image: str  #: match image file
+    mismatch_image: str  #: the inpainted image file
+    image_size: tuple[int, int]  #: original ``(width, height)``
+    bbox: tuple[float, float, float, float]  #: COCO ``(x, y, w, h)`` in original pixels
+    patches: tuple[int, ...]  #: row-major patch indices inside the box
+    word_ids: tuple[int, ...]  #: the target's sub-token ids
+
+
+class HFVisionLanguageAdapter(Adapter):
+    """Base adapter for Hugging Face VLMs. Subclasses set the class attributes below."""
+
+    name = "hf_vlm"
+
+    #: accepted ``config.model_type`` values (empty: any)
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: ``transformers`` class loading the model / the processor
+    model_class: ClassVar[str] = "AutoModelForImageTextToText"
+    processor_class: ClassVar[str] = "AutoProcessor"
+    #: prompt with ``{image}``, ``{question}``, ``{answer}``; None: the processor's chat template
+    chat_format: ClassVar[str | None] = None
+    #: pad the image to a square before resizing (None: as the processor says)
+    pad_to_square: ClassVar[bool | None] = None
+    #: what the model family is called in error messages
+    description: ClassVar[str] = "Hugging Face image-text-to-text model"
+
+    @dataclass
+    class Options(Adapter.Options):
+        batch_size: int = 2  #: items per forward pass (VLM items are long: hundreds of image tokens)
+        model: str | None = None  #: hub id or local ``save_pretrained`` folder
+        images: Path | None = None  #: folder of the annotated images
+        annotations: Path | None = None  #: COCO ``instances.json`` (boxes and category names)
+        mismatch: Path | None = None  #: folder written by ``vlground build-mismatch``
+        prompt: str | None = None  #: full prompt holding the image token once (overrides the next two)
+        question: str = "What is in the picture?"  #: user turn of the chat format
+        answer_prefix: str = "It is a"  #: start of the answer; the object's name is the next word
+        dtype: str = "auto"  #: ``auto`` (float16 on GPU, float32 on CPU), float32, float16, bfloat16
+        limit: int | None = None  #: probe at most this many objects (file order)
+        min_overlap: float = 0.5  #: a patch is inside the box when this share of it is covered
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        o = self.options
+        missing = [flag for flag, v in (("--model", o.model), ("--images", o.images), ("--annotations", o.annotations),
+                                        ("--mismatch", o.mismatch)) if v is None]
+        if missing:
+            raise InputError(f"adapter {self.name}: give {', '.join(missing)}")
+        if o.dtype != "auto" and o.dtype not in _DTYPES:
+            raise InputError(f"adapter {self.name}: --dtype {o.dtype!r}: expected auto, {', '.join(_DTYPES)}")
+        if o.batch_size < 1:
+            raise InputError(f"adapter {self.name}: --batch-size must be at least 1")
+        self._skipped: list[str] = []
+        self._items: dict[str, list[ProbeItem]] = {}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def checkpoints(self) -> list[Checkpoint]:
+        path = str(self.options.model)
+        local = Path(path)
+        if local.exists():
+            self._check_config(local)
+        return [Checkpoint(run=local.name if local.exists() else path, path=path)]
+
+    def _check_config(self, folder: Path) -> None:
+        f = folder / "config.json"
+        if not f.is_file():
+            raise InputError(f"{folder}: no config.json (not a Hugging Face model folder)")
+        try:
+            model_type = json.loads(f.read_text(encoding="utf-8")).get("model_type")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise InputError(f"{f}: not a model config (unreadable JSON)") from None
+        if self.model_types and model_type not in self.model_types:
+            raise InputError(f"{folder}: model_type {model_type!r} is not a {self.description} "
+                             f"(expected {' or '.join(self.model_types)})")
+
+    def load(self, ckpt: Checkpoint) -> LoadedModel:
+        import transformers
+
+        device = resolve_device(self.options.device)
+        dtype = _DTYPES.get(self.options.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+        kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager"}
+        shard = self.options.device == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1
+        if shard:
+            kwargs["device_map"] = "auto"  # accelerate splits the layers over the visible GPUs
+        try:
+            model = getattr(transformers, self.model_class).from_pretrained(ckpt.path, **kwargs)
+            processor = getattr(transformers, self.processor_class).from_pretrained(ckpt.path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{ckpt.path}: cannot load as a {self.description} ({first})") from None
+        model_type = getattr(model.config, "model_type", None)
+        if self.model_types and model_type not in self.model_types:
+            raise InputError(f"{ckpt.path}: model_type {model_type!r} is not a {self.description}")
+        if not shard:
+            model = model.to(device)
+        model.eval().requires_grad_(False)
+        loaded = LoadedModel(checkpoint=ckpt, model=model, tokenizer=getattr(processor, "tokenizer", processor),
+                             device=model.get_input_embeddings().weight.device, extra={"processor": processor})
+        loaded.extra["preprocess"] = self.preprocess(loaded)
+        loaded.extra["image_token_id"] = self.image_token_id(loaded)
+        return loaded
+
+    def capabilities(self, loaded: LoadedModel) -> frozenset[Capability]:
+        return frozenset({Capability.ATTENTION})
+
+    def skipped(self) -> list[str]:
+        return list(dict.fromkeys(self._skipped))
+
+    # -- declarative hooks (override in a subclass when the defaults do not fit) ------------------
+    def preprocess(self, loaded: LoadedModel):
+        """The :class:`~vlground.vision.geometry.Preprocess` of the model's image processor."""
+        from vlground.vision.geometry import Preprocess
+
+        return Preprocess.from_processor(loaded.extra["processor"], config=loaded.model.config,
+                                         pad_to_square=self.pad_to_square)
+
+    def image_token_id(self, loaded: LoadedModel) -> int:
+        """Id of the token the processor repeats once per image feature."""
+        proc = loaded.extra["processor"]
+        tid = getattr(proc, "image_token_id", None)
+        if tid is None:
+            tid = getattr(loaded.model.config, "image_token_id", None) or getattr(loaded.model.config, "image_token_index", None)
+        if tid is None:
+            raise InputError(f"{loaded.checkpoint.path}: the processor names no image token")
+        return int(tid)
+
+    def image_token(self, loaded: LoadedModel) -> str:
+        proc = loaded.extra["processor"]
+        return getattr(proc, "image_token", None) or loaded.tokenizer.convert_ids_to_tokens(loaded.extra["image_token_id"])
+
+    def format_prompt(self, loaded: LoadedModel) -> str:
+        """The prompt text (image token unexpanded) whose next word is the object's name."""
+        o = self.options
+        token = self.image_token(loaded)
+        if o.prompt is not None:
+            prompt = o.prompt
+        elif self.chat_format is not None:
+            prompt = self.chat_format.format(image=token, question=o.question, answer=o.answer_prefix)
+        else:
+            proc = loaded.extra["processor"]
+            if not getattr(proc, "chat_template", None):
+                raise InputError(f"{loaded.checkpoint.path}: no chat template; give --prompt")
+            turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": o.question}]}]
+            prompt = proc.apply_chat_template(turn, add_generation_prompt=True) + " " + o.answer_prefix
+        if prompt.count(token) != 1:
+            raise InputError(f"prompt {prompt!r}: must hold the image token {token!r} exactly once")
+        return prompt.rstrip()
+
+    def image_positions(self, loaded: LoadedModel, input_ids: torch.Tensor) -> torch.Tensor:
+        """long [n]: positions of the image tokens in one row of ``input_ids`` (ascending)."""
+        return (input_ids == loaded.extra["image_token_id"]).nonzero()[:, 0]
+
+    # -- items ------------------------------------------------------------------------------------
+    def items(self, loaded: LoadedModel) -> list[ProbeItem]:
+        key = loaded.checkpoint.key
+        if key not in self._items:
+            self._items[key] = self._make_items(loaded)
+        return self._items[key]
+
+    def _make_items(self, loaded: LoadedModel) -> list[ProbeItem]:
+        from vlground.vision.coco import load_coco
+        from vlground.vision.geometry import box_to_patches
+
+        o = self.options
+        coco = load_coco(o.annotations, o.images)
+        self._skipped.extend(str(p) for p in coco.skipped)
+        mismatched = _read_mismatch(Path(o.mismatch))
+        prompt = self.format_prompt(loaded)
+        loaded.extra["prompt"] = prompt
+        tok = loaded.tokenizer
+        prompt_ids = tok(prompt).input_ids
+        pre = loaded.extra["preprocess"]
+        out: list[ProbeItem] = []
+        annotations = coco.annotations[: o.limit] if o.limit is not None else coco.annotations
+        for ann in annotations:
+            image = coco.images[ann.image_id]
+            where = f"{coco.path.name}: annotation {ann.id}"
+            try:
+                mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
+                word_ids = _word_ids(tok, prompt, prompt_ids, ann.category)
+            except InputError as exc:
+                self._skipped.append(f"{where}: {exc}")
+                log.warning("skipped %s: %s", where, exc)
+                continue
+            pm = box_to_patches(ann.bbox, (image.width, image.height), pre, min_overlap=o.min_overlap)
+            if pm.problem:
+                self._skipped.append(f"{where}: {pm.problem}")
+                continue
+            meta = ObjectItem(ann.id, str(image.path), str(mm_file), (image.width, image.height), tuple(ann.bbox),
+                              tuple(int(i) for i in pm.indices), tuple(word_ids))
+            pid = f"ann{ann.id}"
+            out.append(ProbeItem(f"{pid}-m", pid, ann.category, "match", env_word=ann.category, meta={"object": meta}))
+            out.append(ProbeItem(f"{pid}-x", pid, ann.category, "mismatch", env_word=replacement, meta={"object": meta}))
+        if not out:
+            first = f" (first: {self._skipped[0]})" if self._skipped else ""
+            raise InputError(f"{o.annotations}: no probe items; all {len(annotations)} objects were skipped{first}")
+        log.info("%d objects probed, %d skipped", len(out) // 2, len(self._skipped))
+        return out
+
+    # -- batches ------------------------------------------------------------------------------------
+    def _encode(self, loaded: LoadedModel, image_file: str) -> dict[str, torch.Tensor]:
+        """The processor's output for (prompt, image): ``input_ids [1, P]``, ``pixel_values`` ... (LRU-cached)."""
+        from PIL import Image
+
+        cache: OrderedDict = loaded.extra.setdefault("_encoded", OrderedDict())
+        if image_file in cache:
+            cache.move_to_end(image_file)
+            return cache[image_file]
+        try:
+            with Image.open(image_file) as im:
+                image = im.convert("RGB")
+        except OSError as exc:
+            raise InputError(f"{image_file}: cannot read image ({type(exc).__name__})") from None
+        enc = loaded.extra["processor"](images=[image], text=[loaded.extra["prompt"]], return_tensors="pt")
+        enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        cache[image_file] = enc
+        while len(cache) > 16:
+            cache.popitem(last=False)
+        return enc
+
+    def batch(self, loaded: LoadedModel, items: list[ProbeItem]) -> ProbeBatch:
+        if "prompt" not in loaded.extra:
+            loaded.extra["prompt"] = self.format_prompt(loaded)
+        pre = loaded.extra["preprocess"]
+        rows, extras, targets, positions, inside, spans = [], [], [], [], [], []
+        for it in items:
+            obj: ObjectItem = it.meta["object"]
+            enc = self._encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
+            ids = enc["input_ids"][0]
+            n_prompt = ids.shape[0]
+            words = torch.tensor(obj.word_ids, dtype=torch.long)
+            rows.append(torch.cat([ids, words[:-1]]))
+            extras.append({k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")})
+            targets.append(words)
+            positions.append(torch.arange(len(words)) + n_prompt - 1)
+            image_pos = self.image_positions(loaded, ids)
+            grid_h, grid_w = pre.grid(*obj.image_size)
+            prefix = len(image_pos) - grid_h * grid_w
+            if prefix < 0:
+                raise InputError(f"{it.item_id}: {len(image_pos)} image tokens for a {grid_h}x{grid_w} patch grid "
+                                 "(the preprocessing description does not fit this processor)")
+            inside.append(image_pos[prefix + torch.tensor(obj.patches, dtype=torch.long)])
+            spans.append(image_pos)
+        B, S, T = len(items), max(len(r) for r in rows), max(len(t) for t in targets)
+        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((B, S), pad, dtype=torch.long)
+        attention = torch.zeros((B, S), dtype=torch.long)
+        target_ids = torch.full((B, T), -100, dtype=torch.long)
+        target_pos = torch.zeros((B, T), dtype=torch.long)
+        env_mask = torch.zeros((B, S), dtype=torch.bool)
+        env_span = torch.zeros((B, S), dtype=torch.bool)
+        for b in range(B):
+            input_ids[b, : len(rows[b])] = rows[b]
+            attention[b, : len(rows[b])] = 1
+            target_ids[b, : len(targets[b])] = targets[b]
+            target_pos[b, : len(targets[b])] = positions[b]
+            target_pos[b, len(targets[b]):] = positions[b][0]
+            env_mask[b, inside[b]] = True
+            env_span[b, spans[b]] = True
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention}
+        for k in extras[0]:
+            try:
+                model_inputs[k] = torch.cat([e[k] for e in extras])
+            except RuntimeError as exc:
+                raise InputError(f"{self.name}: cannot batch {k!r} of images of different sizes ({exc}); "
+                                 "use --batch-size 1") from None
+        return ProbeBatch(list(items), model_inputs, target_ids, target_pos, env_mask, env_span)
+
+    def forward(self, loaded: LoadedModel, batch: ProbeBatch, **kwargs):
+        inputs = dict(batch.model_inputs)
+        if "pixel_values" in inputs:  # the vision tower runs in the model's dtype
+            inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+        return loaded.model(**inputs, **kwargs)
+
+
+def _read_mismatch(folder: Path) -> dict[int, dict]:
+    """annotation id -> image record of a build-mismatch folder's ``annotations.json``."""
+    f = folder / "annotations.json"
+    if not folder.is_dir():
+        raise InputError(f"{folder}: mismatch folder not found")
+    if not f.is_file():
+        raise InputError(f"{folder}: no annotations.json (not a folder written by build-mismatch)")
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        return {int(r["annotation_id"]): r for r in data["images"]}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{f}: not a build-mismatch annotations file ({type(exc).__name__}: {exc})") from None
+
+
+def _match_mismatch(records: dict[int, dict], folder: Path, ann, image) -> tuple[Path, str | None]:
+    """The mismatched image of ``ann`` and its replacement category; InputError when none fits."""
+    r = records.get(ann.id)
+    if r is None:
+        raise InputError(f"no mismatched image in {folder}")
+    if r.get("source_file") != image.file_name or r.get("original_category") != ann.category:
+        raise InputError(f"{folder.name}/{r.get('file_name')} was made from {r.get('source_file')} "
+                         f"({r.get('original_category')}), not {image.file_name} ({ann.category}): another annotations file?")
+    file = folder / str(r.get("file_name"))
+    if not file.is_file():
+        raise InputError(f"mismatched image {file} not found")
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            size = im.size
+    except OSError as exc:
+        raise InputError(f"cannot read mismatched image {file} ({type(exc).__name__})") from None
+    if size != (image.width, image.height):
+        raise InputError(f"mismatched image {file.name} is {size[0]}x{size[1]}, its source {image.width}x{image.height}")
+    return file, r.get("replacement_category")
+
+
+def _word_ids(tokenizer, prompt: str, prompt_ids: list[int], word: str) -> list[int]:
+    """Sub-token ids of ``word`` after ``prompt`` (tokenised together, so merges match the model's view)."""
+    full = tokenizer(prompt + " " + word).input_ids
+    if full[: len(prompt_ids)] != prompt_ids:
+        raise InputError(f"the tokenizer merges {word!r} into the prompt's last token; change the prompt")
+    ids = full[len(prompt_ids):]
+    specials = set(getattr(tokenizer, "all_special_ids", []))
+    ids = [i for i in ids if i not in specials or i == tokenizer.unk_token_id]
+    if not ids:
+        raise InputError(f"the tokenizer gives no tokens for {word!r}")
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise InputError(f"the tokenizer cannot spell {word!r} (unknown token)")
+    return ids
