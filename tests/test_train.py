@@ -171,6 +171,9 @@ def test_resume_skips_a_corrupt_checkpoint(corpus, tmp_path, caplog):
         run = _kill_and_resume(corpus, tmp_path, damage)
     assert any("step-4" in r.getMessage() and "falling back" in r.getMessage() for r in caplog.records)
     assert [s for s, _ in list_checkpoints(run)] == [0, 1, 2, 4, 8]
+    (moved,) = (run / "checkpoints").glob("step-4.corrupt-*")
+    with pytest.raises(InputError, match="corrupt"):
+        vlground.load_checkpoint(moved)
 
 
 def test_seed_sweep_via_cli(corpus, tmp_path, capsys):
@@ -221,6 +224,9 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
     cfg = tmp_path / "broken.json"
     cfg.write_text("{not json")
     assert "broken.json" in _one_line_error(capsys, base + ["--corpus", str(corpus), "--config", str(cfg)])
+    cfg.write_text(json.dumps({"arch": "lstm", "model": {}, "train": {"stepz": 3}}))
+    assert "stepz" in _one_line_error(capsys, base + ["--corpus", str(corpus), "--config", str(cfg)])
+
 
 
 def test_run_folder_with_a_different_config_is_left_alone(corpus, tmp_path, capsys):

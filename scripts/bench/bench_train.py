@@ -9,7 +9,7 @@ the median of ``--repeats`` is reported. Goal: ratio >= 0.9.
 
 Then the tokens/s of every architecture at tiny size (our loop).
 
-    python scripts/bench/bench_train.py [--steps 60] [--repeats 3] [--threads 1]
+    python scripts/bench/bench_train.py [--steps 60] [--repeats 5] [--threads 1]
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--arch-steps", type=int, default=20, help="steps per run in the per-architecture table")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--chunk-len", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
