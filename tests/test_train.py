@@ -228,7 +228,6 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
     assert "stepz" in _one_line_error(capsys, base + ["--corpus", str(corpus), "--config", str(cfg)])
 
 
-
 def test_run_folder_with_a_different_config_is_left_alone(corpus, tmp_path, capsys):
     run = train(_cfg(corpus, tmp_path / "r", steps=2))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
