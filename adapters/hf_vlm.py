@@ -107,6 +107,8 @@ class HFVisionLanguageAdapter(Adapter):
         local = Path(path)
         if local.exists():
             self._check_config(local)
+        elif path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path:
+            raise InputError(f"{path}: model folder not found")
         return [Checkpoint(run=local.name if local.exists() else path, path=path)]
 
     def _check_config(self, folder: Path) -> None:

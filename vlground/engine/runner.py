@@ -49,6 +49,7 @@ PROBES: dict[str, ProbeSpec] = {
 def _load_mechanistic_probes() -> None:
     try:
         import vlground.engine.mechanistic  # noqa: F401  (registers saliency, heads, ablation, lens)
+        import vlground.engine.vision_probes  # noqa: F401  (registers boxheads, boxablation)
     except ImportError as exc:
         log.debug("mechanistic probes unavailable: %s", exc)
 

@@ -29,9 +29,41 @@ def render(results: dict, plot_dir: Path, img, table) -> list[str]:
         out.append("<h2>Tuned lens</h2><div class=figs>" + img(p) + "</div>")
     for name in sorted(p.name for p in plot_dir.glob("heads-*.png")):
         out.append(f"<h3>{html.escape(name[:-4])}</h3><div class=figs>{img(plot_dir / name)}</div>")
+    out.extend(_box_heads(results, plot_dir, img, table))
     abl = results.get("ablation") or []
     if abl:
         cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
                 "original_surprisal", "p_value", "stars"]
         out.append("<h2>Head ablation</h2>" + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
+    return out
+
+
+def _box_heads(results: dict, plot_dir: Path, img, table) -> list[str]:
+    """Image probes (``boxheads``): a grid of inside-box share per checkpoint (rows = layers,
+    columns = heads) and the list of box aggregate heads."""
+    import numpy as np
+
+    rows = [r for r in results.get("heads") or [] if r.get("inside_share") is not None]
+    if not rows:
+        return []
+    out = ["<h2>Box aggregate heads</h2><p class=note>Inside-box share: the share of a head's saliency from image "
+           "patches into the position before the object's name that comes from patches inside the object's box "
+           "(mean over items). A head is listed as aggregate@t when its share is at least t on at least half the items.</p>"]
+    figs = []
+    for run, step in dict.fromkeys((r["run"], r["step"]) for r in rows):
+        these = [r for r in rows if r["run"] == run and r["step"] == step]
+        layers = sorted({r["layer"] for r in these})
+        heads = sorted({r["head"] for r in these})
+        m = np.full((len(layers), len(heads)), np.nan)
+        for r in these:
+            m[layers.index(r["layer"]), heads.index(r["head"])] = r["inside_share"]
+        at = "final" if step is None else f"step {step}"
+        safe = f"{run}-{at}".replace("/", "_").replace(" ", "-")
+        figs.append(plots.heatmap(m, heads, layers, plot_dir / f"box-heads-{safe}.png", f"{run} ({at}): inside-box share",
+                                  "head", "layer", "share"))
+    out.append("<div class=figs>" + "".join(img(f) for f in figs) + "</div>")
+    agg = sorted((r for r in rows if str(r.get("kind", "")).startswith("aggregate@")),
+                 key=lambda r: (r["run"], -1 if r["step"] is None else r["step"], r["layer"], r["head"]))
+    cols = ["run", "step", "layer", "head", "kind", "inside_share"] + sorted(k for k in rows[0] if k.startswith("aggregate_frac@"))
+    out.append(table(agg, cols) if agg else "<p class=note>No head is a box aggregate head on half the items.</p>")
     return out

@@ -102,7 +102,7 @@ def write_report(out: str | Path, results: dict | None = None) -> Path:
         for run, r in sorted(last.items()):
             ws = r.get("words", [])
             sections.append(
-                f"<h3>Per word, {html.escape(run)} at step {r['step']}</h3>"
+                f"<h3>Per word, {html.escape(run)} at {'the final model' if r['step'] is None else 'step ' + str(r['step'])}</h3>"
                 + _html_table(ws, [c for c in wcols if any(w.get(c) is not None for w in ws)])
             )
     notes = results.get("notes", [])

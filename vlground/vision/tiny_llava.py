@@ -60,7 +60,7 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_llava_parts(seed: int = 0, image_size: int = 24, patch_size: int = 4, layers: int = 2, heads: int = 4):
+def tiny_llava_parts(seed: int = 0, image_size: int = 24, patch_size: int = 4, layers: int = 2, heads: int = 8):
     """``(model, processor)`` of a tiny LLaVA-1.5 (see the module docstring)."""
     import torch
     from transformers import (
