@@ -6,8 +6,9 @@ Steps of :func:`read_chat_text`:
    joined), with 1-based line numbers; line-structure problems are recorded on the way;
 2. check headers and each utterance (:mod:`vlground.chat.validate`); an utterance with an
    error is skipped, the others are kept;
-3. hand the kept main tiers to pylangacq (Rust core) in one call for the CHAT word grammar,
-   then apply the rest of the cleaning policy (:func:`vlground.chat.words.finish_words`).
+3. words: main tiers of common markup (``u.fast``, see :mod:`vlground.chat.fast`) by whole-file
+   regex passes; the others go to pylangacq (Rust core) in one call for the CHAT word grammar,
+   then the rest of the cleaning policy (:func:`vlground.chat.words.finish_words`).
 """
 from __future__ import annotations
 
