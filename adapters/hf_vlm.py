@@ -226,8 +226,8 @@ class HFVisionLanguageAdapter(Adapter):
             image = coco.images[ann.image_id]
             where = f"{coco.path.name}: annotation {ann.id}"
             try:
-                mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
                 word_ids = _word_ids(tok, prompt, prompt_ids, ann.category)
+                mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
             except InputError as exc:
                 self._skipped.append(f"{where}: {exc}")
                 log.warning("skipped %s: %s", where, exc)
