@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", type=Path, help="templates JSON: {env: [...], lan: [...], targets: [...]}")
     p.add_argument("--probes", default="behaviour", help="comma list: behaviour,saliency,lens,heads,ablation (default: behaviour)")
     p.add_argument("--checkpoints", default="all", help="all, last, first, or step numbers, comma-separated (default: all)")
+    p.add_argument("--mechanistic-checkpoints", default="all", help="the checkpoints that also get the probes other than behaviour (same syntax; default: all)")
     p.add_argument("--batch-size", type=int, help="items per forward pass")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--dtype", help="float32, float16 or bfloat16 (pretrained VLMs)")
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         probes=probes,
         checkpoints=args.checkpoints,
+        mechanistic_checkpoints=getattr(args, "mechanistic_checkpoints", "all"),
         overwrite=args.overwrite,
         probe_options={
             "gather_threshold": args.gather_threshold,

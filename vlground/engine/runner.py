@@ -61,6 +61,7 @@ class ProbeConfig:
     out: Path  #: output folder (results.json, tables, plots, report.html, cache/)
     probes: tuple[str, ...] = ("behaviour",)  #: probe names, see PROBES
     checkpoints: str = "all"  #: ``all``, ``last``, ``first,last`` or a comma list of steps
+    mechanistic_checkpoints: str = "all"  #: the subset of those that also get the probes other than behaviour
     overwrite: bool = False  #: replace an output folder that holds another probe's results
     probe_options: dict[str, Any] = field(default_factory=dict)  #: thresholds etc. for mechanistic probes
     progress: bool = True  #: show progress bars
@@ -136,12 +137,14 @@ def run_probes(adapter: Adapter, cfg: ProbeConfig) -> dict:
         **adapter.settings(),
         "probes": list(cfg.probes),
         "probe_options": cfg.probe_options,
+        "mechanistic_checkpoints": cfg.mechanistic_checkpoints,
         "results_version": RESULTS_VERSION,
     }
     # the cache is per checkpoint: inputs that only add checkpoints or change speed keep it
     hashed = {k: v for k, v in settings.items() if k not in UNHASHED}
     manifest = {"settings": settings, "hash": _settings_hash(hashed)}
     ckpts = select_checkpoints(adapter.checkpoints(), cfg.checkpoints)
+    mech_keys = {c.key for c in select_checkpoints(ckpts, cfg.mechanistic_checkpoints)} if cfg.mechanistic_checkpoints != "all" else None
     _claim_out(cfg, manifest)
 
     notes: list[str] = []
@@ -166,6 +169,8 @@ def run_probes(adapter: Adapter, cfg: ProbeConfig) -> dict:
         ck_notes: list[str] = []
         for name in cfg.probes:
             spec = PROBES[name]
+            if name != "behaviour" and mech_keys is not None and ckpt.key not in mech_keys:
+                continue
             missing = spec.needs - caps
             if missing:
                 ck_notes.append(f"{name}: skipped for {ckpt.key} (model has no {', '.join(sorted(m.value for m in missing))})")

@@ -94,6 +94,12 @@ class LstmForCausalLM(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    def get_unembedding(self):
+        """For the tuned lens: no final norm, the LM head reads the last layer's output."""
+        from vlground.mechanism.unembed import Unembedding
+
+        return Unembedding(head=self.lm_head, norm=None)
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
