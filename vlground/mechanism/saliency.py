@@ -139,7 +139,7 @@ def attention_saliency(
             at = rows_at.to(t.device)
             return t[torch.arange(at.shape[0], device=t.device), :, at]
 
-        maps = [(torch.zeros_like(row(a)) if g is None else row(g) * row(a)).detach().float().cpu() for a, g in zip(chosen, grads)]
+        maps = [(torch.zeros_like(row(a)).float() if g is None else row(g).float() * row(a).float()).detach().cpu() for a, g in zip(chosen, grads)]
     else:
         maps = [
             (torch.zeros_like(a) if g is None else g * a).detach().float().cpu() for a, g in zip(chosen, grads)
