@@ -27,8 +27,10 @@ def render(results: dict, plot_dir: Path, img, table) -> list[str]:
                     m[i, j] = float(np.mean(v))
         p = plots.heatmap(m, steps, layers, plot_dir / "lens.png", "tuned lens: target surprisal (match)", "step", "layer", "nats")
         out.append("<h2>Tuned lens</h2><div class=figs>" + img(p) + "</div>")
-    for name in sorted(p.name for p in plot_dir.glob("heads-*.png")):
-        out.append(f"<h3>{html.escape(name[:-4])}</h3><div class=figs>{img(plot_dir / name)}</div>")
+    out.extend(_head_grids(results, plot_dir, img))
+    heads = results.get("heads") or []
+    if heads:
+        _share_over_training(results, plot_dir, img, out)
     out.extend(_box_heads(results, plot_dir, img, table))
     abl = results.get("ablation") or []
     if abl:
@@ -67,3 +69,65 @@ def _box_heads(results: dict, plot_dir: Path, img, table) -> list[str]:
     cols = ["run", "step", "layer", "head", "kind", "inside_share"] + sorted(k for k in rows[0] if k.startswith("aggregate_frac@"))
     out.append(table(agg, cols) if agg else "<p class=note>No head is a box aggregate head on half the items.</p>")
     return out
+
+
+def _last_per_run(rows: list[dict]) -> list[dict]:
+    last: dict[str, dict] = {}
+    for r in rows:
+        if r["run"] not in last or (r["step"] or 0) >= (last[r["run"]]["step"] or 0):
+            last[r["run"]] = r
+    return [last[k] for k in sorted(last)]
+
+
+def _head_grids(results: dict, plot_dir: Path, img) -> list[str]:
+    """Every head's mean saliency map (rows = layers, columns = heads) at the last probed
+    checkpoint of each run, normalised per head and per model."""
+    import torch
+
+    from vlground.mechanism.flow import normalize_maps
+    from vlground.mechanism.plots import plot_head_maps
+
+    out = []
+    for r in _last_per_run(results.get("head_maps") or []):
+        maps = torch.tensor(r["maps"])
+        safe = str(r["run"]).replace("/", "_")
+        figs = []
+        for per in ("head", "model"):
+            path = plot_dir / f"heads-{safe}-step{r['step']}-per-{per}.png"
+            plot_head_maps(normalize_maps(maps, per=per), path, layer_labels=r["layers"])
+            figs.append(img(path))
+        tokens = " ".join(html.escape(t) for t in (r.get("tokens") or []))
+        out.append(
+            f"<h3>Head saliency maps: {html.escape(str(r['run']))} at step {r['step']}</h3>"
+            f"<p class=note>Rows = layers, columns = heads; each map: row i, column j = flow from token j into token i, "
+            f"mean over the match items of one frame. Left: normalised per head; right: per model. Tokens: {tokens}</p>"
+            f"<div class=figs>{''.join(figs)}</div>"
+        )
+    return out
+
+
+def _share_over_training(results: dict, plot_dir: Path, img, out: list[str]) -> None:
+    """Share of all saliency carried by gather and aggregate heads, over steps."""
+    rows = [r for r in results.get("checkpoints", []) if r.get("aggregate_saliency_share") is not None]
+    if len(rows) < 2:
+        return
+    import numpy as np
+
+    from vlground.report.plots import plt  # Agg backend set there
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key, color in (("gather_saliency_share", "tab:green"), ("aggregate_saliency_share", "tab:purple")):
+        steps = sorted({r["step"] for r in rows})
+        ax.plot(steps, [np.mean([r[key] for r in rows if r["step"] == s]) for s in steps], marker="o", ms=3,
+                color=color, label=key.split("_")[0])
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("share of all saliency")
+    ax.set_title("saliency carried by gather / aggregate heads", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = plot_dir / "head-shares.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append("<h2>Gather and aggregate heads over training</h2><div class=figs>" + img(path) + "</div>")
