@@ -182,6 +182,7 @@ def test_probe_cli_end_to_end(tiny_llava_dir, mismatch_dir, tmp_path, capsys):
     assert any(a["p_value"] is not None for a in res["ablation"])
     html = (out / "report.html").read_text()
     assert "Box aggregate heads" in html and "Head ablation" in html and "box-heads-" in html
+    assert "teacher forcing" in html and "the final model" in html
     assert any("annotation 14" in n and "outside the model input" in n for n in res["notes"])  # cropped away
 
 

@@ -74,6 +74,10 @@ def head_inside_shares(rows: torch.Tensor, env_mask: torch.Tensor, env_span: tor
     return torch.stack(shares), torch.stack(masses)
 
 
+class _NoImages(Exception):
+    """The items have no image tokens to read box shares from."""
+
+
 def box_aggregate_heads(shares: torch.Tensor, levels: list[float]) -> dict[float, torch.Tensor]:
     """``{level: shares >= level}`` (bool, the shape of ``shares``): the paper's aggregate criterion."""
     from vlground.mechanism.patterns import BoxThresholds, box_aggregate
@@ -83,6 +87,10 @@ def box_aggregate_heads(shares: torch.Tensor, levels: list[float]) -> dict[float
 
 def _shares(adapter, loaded, items, cfg):
     parts = box_saliency(adapter, loaded, items, cfg)
+    if not parts:
+        raise _NoImages("no match items")
+    if any(b.env_span is None for b, _ in parts):
+        raise _NoImages(f"adapter {adapter.name} marks no image tokens (env_span)")
     res = [head_inside_shares(r, b.env_mask, b.env_span) for b, r in parts]
     return parts, torch.cat([s for s, _ in res]), torch.cat([m for _, m in res])
 
@@ -90,7 +98,10 @@ def _shares(adapter, loaded, items, cfg):
 def boxheads_probe(adapter: Adapter, loaded: LoadedModel, items: list[ProbeItem], cfg=None) -> ProbeOutput:
     site = adapter.attention_site(loaded)
     levels = _levels(cfg)
-    parts, shares, mass = _shares(adapter, loaded, items, cfg)
+    try:
+        parts, shares, mass = _shares(adapter, loaded, items, cfg)
+    except _NoImages as exc:
+        return ProbeOutput(notes=[f"boxheads: skipped for {loaded.checkpoint.key} ({exc})"])
     n = shares.shape[0]
     agg = box_aggregate_heads(shares, levels)
     frac = {t: m.float().mean(0) for t, m in agg.items()}  # [L, H]
@@ -118,7 +129,10 @@ def boxablation_probe(adapter: Adapter, loaded: LoadedModel, items: list[ProbeIt
 
     site = adapter.attention_site(loaded)
     levels = _levels(cfg)
-    parts, shares, _ = _shares(adapter, loaded, items, cfg)
+    try:
+        parts, shares, _ = _shares(adapter, loaded, items, cfg)
+    except _NoImages as exc:
+        return ProbeOutput(notes=[f"boxablation: skipped for {loaded.checkpoint.key} ({exc})"])
     chosen = [it for b, _ in parts for it in b.items]
     agg = box_aggregate_heads(shares, levels)
     control_pool = ~agg[levels[0]]  # aggregate at no level

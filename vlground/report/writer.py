@@ -112,7 +112,8 @@ def write_report(out: str | Path, results: dict | None = None) -> Path:
 table{{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
 th{{background:#f3f3f3}}.figs img{{max-width:48%;margin:4px}}pre{{background:#f7f7f7;padding:1em;font-size:11px}}.note{{color:#666}}</style>
 </head><body><h1>vlground report</h1>
-<p>Surprisal is in nats: -log p(target | context), summed over a word's sub-tokens where a tokenizer splits it.
+<p>Surprisal is in nats: -log p(target | context), summed over a word's sub-tokens where a tokenizer splits it
+(teacher forcing: each sub-token is scored with the earlier ones in the input).
 Information gain = mismatch surprisal - match surprisal. p-values: one-sided Wilcoxon signed-rank over item pairs
 (mismatch &gt; match). R²: linear regression of per-word information gain on cumulative co-occurrence up to the step.
 Bands: 95% Student-t interval over seeds.</p>
