@@ -277,3 +277,21 @@ def test_mismatch_folder_and_prompt_errors(tiny_llava_dir, mismatch_dir, tmp_pat
     adapter = make_adapter(tiny_llava_dir, mismatch_dir, images=tmp_path, annotations=other)
     with pytest.raises(InputError, match="no probe items; all 15 objects were skipped"):
         adapter.items(adapter.load(adapter.checkpoints()[0]))
+
+
+def test_llava15_geometry_576_image_tokens(tmp_path, mismatch_dir):
+    """At LLaVA-1.5's real geometry (336 px, 14 px patches) the processor expands <image> into 576 tokens."""
+    from vlground.vision.geometry import Preprocess
+
+    folder = save_tiny_llava(tmp_path / "tiny-336", image_size=336, patch_size=14)
+    adapter = make_adapter(folder, mismatch_dir, limit=2)
+    loaded = adapter.load(adapter.checkpoints()[0])
+    assert loaded.extra["preprocess"] == Preprocess.llava15()
+    items = adapter.items(loaded)
+    batch = adapter.batch(loaded, items[:2])
+    assert (batch.env_span.sum(1) == 576).all()
+    obj = items[0].meta["object"]
+    first = int(batch.env_span[0].nonzero()[0])
+    pm = box_to_patches(obj.bbox, obj.image_size, Preprocess.llava15())
+    assert batch.env_mask[0].nonzero()[:, 0].tolist() == (first + torch.as_tensor(pm.indices)).tolist()
+    assert torch.isfinite(adapter.target_logprobs(loaded, batch)).all()
