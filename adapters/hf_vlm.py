@@ -125,6 +125,7 @@ class HFVisionLanguageAdapter(Adapter):
 
     def load(self, ckpt: Checkpoint) -> LoadedModel:
         import transformers
+        from safetensors import SafetensorError
 
         device = resolve_device(self.options.device)
         dtype = _DTYPES.get(self.options.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -135,7 +136,7 @@ class HFVisionLanguageAdapter(Adapter):
         try:
             model = getattr(transformers, self.model_class).from_pretrained(ckpt.path, **kwargs)
             processor = getattr(transformers, self.processor_class).from_pretrained(ckpt.path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{ckpt.path}: cannot load as a {self.description} ({first})") from None
         model_type = getattr(model.config, "model_type", None)

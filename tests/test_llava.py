@@ -241,7 +241,7 @@ def test_bad_items_are_skipped_with_one_line_reasons(tiny_llava_dir, mismatch_di
         assert any(where in s and why in s for s in skipped), (where, skipped)
 
 
-def test_model_folder_that_is_not_llava(tmp_path, mismatch_dir, capsys):
+def test_model_folder_that_is_not_llava(tmp_path, tiny_llava_dir, mismatch_dir, capsys):
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -251,6 +251,12 @@ def test_model_folder_that_is_not_llava(tmp_path, mismatch_dir, capsys):
     assert "model_type 'gpt2' is not a LLaVA checkpoint" in capsys.readouterr().err
     assert main(args + ["--model", str(tmp_path / "nowhere")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_llava_dir, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"x" * 100)
+    adapter = make_adapter(corrupt, mismatch_dir)
+    with pytest.raises(InputError, match="corrupt: cannot load as a LLaVA checkpoint"):
+        adapter.load(adapter.checkpoints()[0])
     (tmp_path / "empty").mkdir()
     assert main(args + ["--model", str(tmp_path / "empty")]) == 2
     assert "no config.json" in capsys.readouterr().err
