@@ -6,7 +6,12 @@
   permutation of the training chunks per epoch, drawn from the run seed. Step ``s`` (1-based)
   with global batch size ``B`` trains on ``order[(s-1)*B : s*B]``; with several processes rank
   ``r`` of ``W`` takes the ``r``-th of ``W`` equal slices of that range.
-* :func:`make_batch`: the one place a batch is made (later input kinds extend it).
+* :func:`make_batch`: the one place a batch is made. For a corpus with images
+  (:class:`vlground.vision.features.CorpusImages`) it adds ``image_mask`` (bool ``[B, S]``, the
+  ``<image>`` positions) and ``image_features`` (float32 ``[n_image_positions, d]``, row-major
+  over the mask), read from the memory-mapped features cache; :func:`embed_inputs` turns such a
+  batch into ``inputs_embeds`` (token embeddings at text positions, the features themselves at
+  image positions: no projector, so the model width is the feature width).
 """
 from __future__ import annotations
 
@@ -32,13 +37,15 @@ def chunk_order(train_idx: np.ndarray, n_needed: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(train_idx) for _ in range(n_epochs)])[:n_needed].astype(np.int64)
 
 
-def make_batch(chunks: np.ndarray, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+def make_batch(chunks: np.ndarray, idx: np.ndarray, pad_id: int, images=None) -> dict[str, torch.Tensor]:
     """Model inputs for chunks ``idx`` of ``chunks`` (int32 ``[n_chunks, chunk_len]``).
 
     Returns ``input_ids`` int64 ``[len(idx), chunk_len]`` and ``labels`` (the same with pad
     positions set to ``-100``; models shift them), plus ``attention_mask`` (1 = real token)
     only when some position is padding (right padding: causal models never attend to it from a
-    real token, so all-real batches skip the mask).
+    real token, so all-real batches skip the mask). With ``images`` (see the module docstring)
+    image positions are also ``-100`` in ``labels`` (their input is a feature vector, not a token
+    to predict) and ``image_mask`` / ``image_features`` are added.
     """
     ids = torch.from_numpy(np.asarray(chunks[np.asarray(idx)], dtype=np.int64))
     pad = ids == pad_id
@@ -46,4 +53,32 @@ def make_batch(chunks: np.ndarray, idx: np.ndarray, pad_id: int) -> dict[str, to
     batch = {"input_ids": ids, "labels": labels}
     if bool(pad.any()):
         batch["attention_mask"] = (~pad).long()
+    if images is not None:
+        pos = np.asarray(images.positions[np.asarray(idx)])
+        mask = torch.from_numpy(pos >= 0)
+        batch["labels"] = labels.masked_fill(mask, -100)
+        batch["image_mask"] = mask
+        batch["image_features"] = torch.from_numpy(images.gather(pos[pos >= 0]))
     return batch
+
+
+def merge_image_features(embeds: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``embeds`` [B, S, d] with the positions of ``mask`` [B, S] replaced, in row-major order,
+    by ``features`` [n, d] (``n = mask.sum()``); gradients flow to both."""
+    mask = mask.to(embeds.device, torch.bool)
+    if features.shape[0] != int(mask.sum()) or features.shape[-1] != embeds.shape[-1]:
+        raise InputError(f"image features {tuple(features.shape)} do not fit {int(mask.sum())} image positions "
+                         f"of width {embeds.shape[-1]} (the model width must equal the feature width)")
+    return embeds.masked_scatter(mask[..., None], features.to(embeds.device, embeds.dtype))
+
+
+def embed_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Model kwargs for ``batch``: unchanged without images, else ``input_ids`` replaced by
+    ``inputs_embeds`` (:func:`merge_image_features` over ``model.get_input_embeddings()``)."""
+    if "image_features" not in batch:
+        return batch
+    out = dict(batch)
+    features, mask = out.pop("image_features"), out.pop("image_mask")
+    embeds = model.get_input_embeddings()(out.pop("input_ids"))
+    out["inputs_embeds"] = merge_image_features(embeds, features, mask)
+    return out

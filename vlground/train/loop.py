@@ -24,8 +24,8 @@ from vlground.corpus.format import Corpus, write_json
 from vlground.errors import InputError
 from vlground.train import checkpoint as ckpt
 from vlground.train.config import Hyper, TrainConfig, resolve
-from vlground.train.data import chunk_order, make_batch, split_chunks
-from vlground.train.models import build_model
+from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
+from vlground.train.models import WIDTH_KEYS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ def _train_one(cfg: TrainConfig) -> None:
     vocab_size = len(corpus.vocab)
     if chunks.size and int(np.max(chunks)) >= vocab_size:
         raise InputError(f"{corpus.path / 'chunks.npy'}: token id {int(np.max(chunks))} >= vocabulary size {vocab_size}")
+    images = None
+    if corpus.meta.get("vision"):  # image features are the input embeddings of <image> positions
+        from vlground.vision.features import corpus_images
+
+        images = corpus_images(corpus)
+        if model_cfg.get(WIDTH_KEYS[arch], images.dim) != images.dim:
+            log.info("%s: model width %s -> %d (the corpus's feature width; no projector)", arch, model_cfg[WIDTH_KEYS[arch]], images.dim)
+        model_cfg = {**model_cfg, WIDTH_KEYS[arch]: images.dim}
     train_idx, val_idx = split_chunks(corpus.n_chunks, h.val_fraction, h.split_seed)
     B = h.batch_size
     spec = {
@@ -129,7 +137,7 @@ def _train_one(cfg: TrainConfig) -> None:
     def checkpoint(step: int) -> None:
         state = {"step": step, "data_position": step * B, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": _rng_state()}
-        val = _val_loss(accelerator, model, chunks, val_chunks, B, corpus.pad_id)
+        val = _val_loss(accelerator, model, chunks, val_chunks, B, corpus.pad_id, images)
         if main:
             ckpt.save_checkpoint(run, step, accelerator.unwrap_model(model), corpus.path, state,
                                  {**info, "chunks_seen": step * B, "tokens_seen": step * B * corpus.chunk_len,
@@ -146,11 +154,12 @@ def _train_one(cfg: TrainConfig) -> None:
     loss_sum, n_window, tokens = torch.zeros((), device=accelerator.device), 0, 0
     per = B // W
     model.train()
+    embedder = accelerator.unwrap_model(model)
     window_start, excluded = time.perf_counter(), 0.0  # tokens/s leaves out checkpoint writes
     for step in range(start + 1, h.steps + 1):
         lo = (step - 1) * B + rank * per
-        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id).items()}
-        loss = model(**batch).loss
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id, images).items()}
+        loss = model(**embed_inputs(embedder, batch)).loss
         accelerator.backward(loss)
         if h.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
@@ -283,16 +292,16 @@ def _set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def _val_loss(accelerator, model, chunks, val_idx: np.ndarray, B: int, pad_id: int) -> float:
+def _val_loss(accelerator, model, chunks, val_idx: np.ndarray, B: int, pad_id: int, images=None) -> float:
     """Mean next-token loss over the held-out chunks (token-weighted); model returns to train mode."""
     model.eval()
     W, rank = accelerator.num_processes, accelerator.process_index
     mine = val_idx[rank::W]
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     for i in range(0, len(mine), B):
-        batch = {k: v.to(accelerator.device) for k, v in make_batch(chunks, mine[i : i + B], pad_id).items()}
+        batch = {k: v.to(accelerator.device) for k, v in make_batch(chunks, mine[i : i + B], pad_id, images).items()}
         n = (batch["labels"][:, 1:] != -100).sum()
-        total += torch.stack([model(**batch).loss.double() * n, n.double()])
+        total += torch.stack([model(**embed_inputs(accelerator.unwrap_model(model), batch)).loss.double() * n, n.double()])
     if W > 1:
         total = accelerator.reduce(total, "sum")
     model.train()

@@ -27,6 +27,9 @@ from vlground.errors import InputError
 
 #: arch name -> builder ``(model_cfg, vocab_size, special ids, max_len, attn_implementation)``
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
+#: the model kwarg that sets each arch's embedding width (set to the feature width for image corpora)
+WIDTH_KEYS = {"transformer": "n_embd", "lstm": "embedding_size", "mamba2": "hidden_size",
+              "hybrid-mid": "hidden_size", "hybrid-even": "hidden_size"}
 #: archs with attention layers (loaded with eager attention so weights can be read)
 ATTENTION_ARCHS = frozenset({"transformer", "hybrid-mid", "hybrid-even"})
 
