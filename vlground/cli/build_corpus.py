@@ -2,6 +2,9 @@
 
     vlground build-corpus INPUT... --out DIR [--chunk-len 512] [--min-count N]
                           [--drop-cooc F --seed S] [--strict] [--overwrite]
+    vlground build-corpus --visdial visdial_1.0_train.json --images coco/train2014
+                          --annotations instances_train2014.json --vision facebook/dinov2-base --out DIR
+                          [--vision-init random --vision-seed S] [--features-cache DIR]
 
 The source kind is chosen from the arguments (:func:`source_kind`); CHAT is the only one so
 far. Another kind (Visual Dialog, issue 8) adds its options to :func:`add_arguments` in its
@@ -33,11 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     common.add_argument("--overwrite", action="store_true", help="replace DIR if it exists (once the new one is complete)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vd = parser.add_argument_group("Visual Dialog + images (the vision testbed; docs/vision-testbed.md)")
+    vd.add_argument("--visdial", metavar="JSON", help="Visual Dialog file (visdial_1.0_train.json); selects this source")
+    vd.add_argument("--images", metavar="DIR", help="folder of the dialogs' COCO images")
+    vd.add_argument("--annotations", metavar="JSON", help="COCO instances file of those images (boxes, categories)")
+    vd.add_argument("--vision", metavar="MODEL", default="facebook/dinov2-base", help="DINOv2 hub id or folder (default facebook/dinov2-base)")
+    vd.add_argument("--vision-init", choices=("pretrained", "random"), default="pretrained",
+                    help="pretrained weights, or the model's config with random weights (the control)")
+    vd.add_argument("--vision-seed", type=int, default=0, metavar="S", help="seed of --vision-init random (default 0)")
+    vd.add_argument("--features-cache", metavar="DIR", help="features cache folder (default: features-<model>-<hash> beside --out)")
+    vd.add_argument("--limit", type=int, metavar="N", help="only the first N dialogs")
+    vd.add_argument("--device", default="auto", help="where DINOv2 runs: auto (default), cpu, cuda")
 
 
 def source_kind(args: argparse.Namespace) -> str:
     """Which builder the arguments ask for."""
-    return "chat"
+    return "visdial" if getattr(args, "visdial", None) else "chat"
 
 
 def _build_chat(args: argparse.Namespace):
@@ -59,14 +73,33 @@ def _build_chat(args: argparse.Namespace):
     return build_corpus(config)
 
 
+def _build_visdial(args: argparse.Namespace):
+    from vlground.datasets.visdial_corpus import VisdialCorpusConfig, build_visdial_corpus
+
+    missing = [f for f, v in (("--images", args.images), ("--annotations", args.annotations)) if not v]
+    if missing or args.inputs:
+        raise InputError(f"build-corpus --visdial: give {', '.join(missing)}" if missing else
+                         "build-corpus --visdial: CHAT inputs cannot be mixed with --visdial")
+    config = VisdialCorpusConfig(
+        visdial=args.visdial, images=args.images, annotations=args.annotations, vision=args.vision, out=args.out,
+        vision_init=args.vision_init, vision_seed=args.vision_seed, features_cache=args.features_cache,
+        chunk_len=args.chunk_len, min_count=args.min_count, drop_cooc=args.drop_cooc, seed=args.seed, limit=args.limit,
+        device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    return build_visdial_corpus(config)
+
+
 #: source kind -> builder(args) -> corpus folder
-BUILDERS = {"chat": _build_chat}
+BUILDERS = {"chat": _build_chat, "visdial": _build_visdial}
 
 
 def _report(out) -> None:
     from vlground.corpus.format import Corpus
 
-    st = Corpus.load(out).stats
+    corpus = Corpus.load(out)
+    st = corpus.stats
+    if corpus.meta.get("kind") == "visdial":
+        return _report_visdial(out, st)
     skipped = st["skipped_files"] + st["skipped_utterances"]
     for line in skipped[:SHOW_SKIPPED]:
         print(f"skipped: {line}", file=sys.stderr)
@@ -79,6 +112,21 @@ def _report(out) -> None:
         f"{st['env_tokens']} ENV + {st['lan_tokens']} LAN tokens, vocab {st['vocab_size']}, {st['pairs']} pairs; "
         f"{st['chunks_kept']} chunks of {st['chunk_len']} ({st['cooc_chunks']} of {st['chunks']} co-occurring, "
         f"{dropped} dropped)"
+    )
+
+
+def _report_visdial(out, st: dict) -> None:
+    skipped = st["skipped"] + st["skipped_categories"]
+    for line in skipped[:SHOW_SKIPPED]:
+        print(f"skipped: {line}", file=sys.stderr)
+    if len(skipped) > SHOW_SKIPPED:
+        print(f"skipped: ... and {len(skipped) - SHOW_SKIPPED} more (see {out}/stats.json)", file=sys.stderr)
+    print(
+        f"{out}: {st['dialogs']} dialogs ({st['dialogs_skipped']} skipped), {st['images']} images x "
+        f"{st['image_tokens_per_image']} image tokens, {st['lan_tokens']} LAN tokens, vocab {st['vocab_size']}, "
+        f"{st['pairs']} pairs; {st['chunks_kept']} chunks of {st['chunk_len']} ({st['cooc_chunks']} of {st['chunks']} "
+        f"co-occurring, {len(st['dropped_chunks'])} dropped); features: {st['features_cache']} "
+        f"({st['vision_calls']} vision forward passes)"
     )
 
 

@@ -64,8 +64,10 @@ def make_batch(chunks: np.ndarray, idx: np.ndarray, pad_id: int, images=None) ->
 
 def merge_image_features(embeds: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``embeds`` [B, S, d] with the positions of ``mask`` [B, S] replaced, in row-major order,
-    by ``features`` [n, d] (``n = mask.sum()``); gradients flow to both."""
+    by ``features`` [n, d] (``n = mask.sum()``; ``[B, n_b, d]`` is read as its rows in order);
+    gradients flow to both."""
     mask = mask.to(embeds.device, torch.bool)
+    features = features.reshape(-1, features.shape[-1])
     if features.shape[0] != int(mask.sum()) or features.shape[-1] != embeds.shape[-1]:
         raise InputError(f"image features {tuple(features.shape)} do not fit {int(mask.sum())} image positions "
                          f"of width {embeds.shape[-1]} (the model width must equal the feature width)")
