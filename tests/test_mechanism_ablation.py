@@ -104,3 +104,23 @@ def test_control_is_reproducible_and_no_effect_is_not_significant(tiny_gpt2):
     assert stars(0.0009) == "***" and stars(0.009) == "**" and stars(0.04) == "*" and stars(0.2) == ""
     with pytest.raises(MechanismError, match="control candidates"):
         ablation_test(fn, tiny_gpt2, [(0, 1), (0, 2)], [(0, 0)], n_draws=1)
+
+
+def test_per_item_surprisal_fn_gives_the_same_result(tiny_gpt2):
+    """A surprisal_fn taking ``indices`` runs single items for interventions and controls."""
+    fn, _ = planted_surprisal()
+    calls = []
+
+    def fn_items(model, indices=None):
+        calls.append(indices)
+        out = fn(model)
+        return out if indices is None else out[indices]
+
+    identified = torch.zeros(20, 2, 4, dtype=torch.bool)
+    identified[:, 1, 0] = True
+    identified[:5, 0, 3] = True
+    full = ablation_test(fn, tiny_gpt2, identified, ~identified, n_draws=3, seed=0)
+    items = ablation_test(fn_items, tiny_gpt2, identified, ~identified, n_draws=3, seed=0)
+    assert torch.equal(full.intervention, items.intervention) and torch.equal(full.control, items.control)
+    assert full.p_value == items.p_value
+    assert calls[0] is None and all(c is not None and len(c) == 1 for c in calls[1:])

@@ -142,8 +142,12 @@ def ablation_probe(adapter: Adapter, loaded: LoadedModel, items: list[ProbeItem]
     aggregate = torch.cat([p.aggregate for p in pats])
     neither = torch.cat([p.neither for p in pats])
 
-    def surprisal(model) -> torch.Tensor:
-        return torch.cat([-adapter.target_logprobs(loaded, b) for b in batches])
+    items_flat = [it for b in batches for it in b.items]
+
+    def surprisal(model, indices=None) -> torch.Tensor:
+        if indices is None:
+            return torch.cat([-adapter.target_logprobs(loaded, b) for b in batches])
+        return -adapter.target_logprobs(loaded, adapter.batch(loaded, [items_flat[i] for i in indices]))
 
     rows, notes = [], []
     for kind, heads in (("gather", gather), ("aggregate", aggregate)):

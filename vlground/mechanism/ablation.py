@@ -8,6 +8,7 @@ stream (the projection's bias, shared by all heads, stays).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -175,11 +176,15 @@ def ablation_test(
     4. One-sided paired test, H1: intervention > control, over items with ``k_i > 0``:
        Wilcoxon signed-rank (``scipy.stats.wilcoxon``, zero differences dropped) or paired t-test.
 
-    ``surprisal_fn`` runs once per distinct head set (memoised); with heads that differ per
+    ``surprisal_fn(model)`` gives ``[n_items]``. If it also takes ``indices`` (a list of item
+    indices; it then returns ``[len(indices)]``), per-item interventions and control draws run on
+    that one item only, which turns ``n_items * (1 + n_draws)`` full passes into as many
+    single-item passes. Otherwise ``surprisal_fn`` runs once per distinct head set (memoised); with heads that differ per
     item that is up to ``n_items * (1 + n_draws)`` runs.  Head specs: see :func:`_per_item`.
     """
     sites = sites or resolve_sites(model)
     cache: dict[frozenset[Head], torch.Tensor] = {}
+    per_item = "indices" in inspect.signature(surprisal_fn).parameters
 
     def run(heads: frozenset[Head]) -> torch.Tensor:
         if heads not in cache:
@@ -187,12 +192,18 @@ def ablation_test(
                 cache[heads] = torch.as_tensor(surprisal_fn(model)).detach().float().cpu()
         return cache[heads]
 
+    def run_item(heads: frozenset[Head], i: int) -> torch.Tensor:
+        if not per_item or heads in cache:
+            return run(heads)[i]
+        with zero_heads(model, heads_by_layer(heads), sites), torch.no_grad():
+            return torch.as_tensor(surprisal_fn(model, indices=[i])).detach().float().cpu()[0]
+
     original = run(frozenset())
     n_items = original.shape[0]
     identified = _per_item(identified_heads, n_items, sites.layers, "identified_heads")
     candidates = _per_item(candidate_control_heads, n_items, sites.layers, "candidate_control_heads")
     gen = torch.Generator().manual_seed(seed)
-    intervention = torch.stack([run(identified[i])[i] for i in range(n_items)])
+    intervention = torch.stack([run_item(identified[i], i) for i in range(n_items)])
     control = torch.zeros(n_items)
     for i in range(n_items):
         k, pool = len(identified[i]), sorted(candidates[i] - identified[i])
@@ -202,7 +213,7 @@ def ablation_test(
         if len(pool) < k:
             raise MechanismError(f"item {i}: {k} identified heads but only {len(pool)} control candidates")
         draws = [frozenset(pool[j] for j in torch.randperm(len(pool), generator=gen)[:k].tolist()) for _ in range(n_draws)]
-        control[i] = torch.stack([run(d)[i] for d in draws]).mean()
+        control[i] = torch.stack([run_item(d, i) for d in draws]).mean()
     log.info("ablation_test(%s): %d surprisal runs", head_type, len(cache))
 
     tested = torch.tensor([len(h) > 0 for h in identified])
