@@ -31,6 +31,9 @@ BACKGROUNDS = {"grass": ((90, 150, 70), (60, 110, 50)), "sky": ((150, 190, 240),
                "sand": ((225, 205, 150), (190, 165, 110)), "wall": ((200, 200, 200), (150, 150, 150)),
                "night": ((30, 30, 70), (10, 10, 30))}
 NUMBERS = {1: "one", 2: "two"}
+#: each shape's usual colour (used with probability ``SceneSpec.usual_colour``), so that a random
+#: vision encoder's features, which keep colour better than shape, still tell the objects apart
+USUAL = dict(zip(SHAPES, sorted(COLOURS)))
 
 
 @dataclass
@@ -44,6 +47,8 @@ class SceneSpec:
     """Probability that the caption / the ``what is this`` round names an object."""
     two_prob: float = 0.3
     """Probability of a second object."""
+    usual_colour: float = 0.8
+    """Probability that an object has its shape's usual colour (:data:`USUAL`), else a random one."""
 
 
 def _draw(draw, shape: str, box: tuple[int, int, int, int], colour) -> list[float]:
@@ -100,7 +105,7 @@ def _scene(rng: random.Random, spec: SceneSpec):
     n_obj = 2 if rng.random() < spec.two_prob else 1
     for _ in range(n_obj):
         for _try in range(20):
-            s = rng.randint(min(spec.width, spec.height) // 3, min(spec.width, spec.height) // 2)
+            s = rng.randint(min(spec.width, spec.height) * 2 // 5, min(spec.width, spec.height) * 3 // 5)
             x0, y0 = rng.randint(0, spec.width - s), rng.randint(0, spec.height - s)
             box = (x0, y0, x0 + s, y0 + s)
             if all(box[2] <= o["box"][0] or o["box"][2] <= box[0] or box[3] <= o["box"][1] or o["box"][3] <= box[1]
@@ -109,7 +114,7 @@ def _scene(rng: random.Random, spec: SceneSpec):
         else:
             continue
         shape = rng.choice(SHAPES)
-        colour = rng.choice(sorted(COLOURS))
+        colour = USUAL[shape] if rng.random() < spec.usual_colour else rng.choice(sorted(COLOURS))
         poly = _draw(draw, shape, box, COLOURS[colour])
         objects.append({"shape": shape, "colour": colour, "box": box, "poly": poly})
     return img, bg, objects

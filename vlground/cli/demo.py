@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="training processes (default: one per CPU core, at most 4)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 40 steps, 24 files")
+    p.add_argument("--vision", action="store_true",
+                   help="the vision testbed instead: synthetic scenes -> tiny DINOv2 features -> tiny LMs -> inpainted mismatches -> probes")
 
 
 def _train_one(corpus: str, out: str, arch: str, seed: int, steps: int) -> tuple[str, float, float | None]:
@@ -59,6 +61,10 @@ def _train_one(corpus: str, out: str, arch: str, seed: int, steps: int) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.vision:
+        from vlground.cli.demo_vision import run as vision_run
+
+        return vision_run(args)
     from vlground.cli.probe import run as probe_run
     from vlground.datasets.chat_generator import build_default_corpus
 
