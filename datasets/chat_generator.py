@@ -88,25 +88,25 @@ class GeneratorOptions:
     """Main tiers per transcript (approximately: a scheduled naming may add one)."""
     n_objects: int = 40
     """How many of :data:`OBJECTS` are used (the first ``n_objects``; up to ``len(OBJECTS)``)."""
-    scene_size: int = 8
+    scene_size: int = 16
     """Objects in the scene of one session."""
     zipf: float = 0.6
     """Object popularity ~ rank ** -zipf (0: all objects equally likely)."""
-    act_prob: float = 0.45
+    act_prob: float = 0.6
     """Chance that an utterance carries an ``%act`` on a scene object (play and quiet sessions)."""
-    naming_prob: float = 0.7
+    naming_prob: float = 0.85
     """Chance that an acted-on object is named afterwards (play sessions only)."""
-    same_utterance_prob: float = 0.5
+    same_utterance_prob: float = 0.7
     """Of the namings, the share in the same utterance as the ``%act``."""
-    max_delay: int = 3
+    max_delay: int = 2
     """A later naming comes 1..max_delay utterances after the ``%act``."""
-    mention_prob: float = 0.12
+    mention_prob: float = 0.05
     """Chance that an utterance names a random object with a frame, with no ``%act`` (play sessions)."""
     book_mention_prob: float = 0.35
     """The same in book sessions (70 % of these name a scene object)."""
     code_prob: float = 0.15
     """Chance of each kind of CHAT code decoration on an utterance."""
-    session_kinds: tuple[tuple[str, float], ...] = (("play", 0.4), ("book", 0.35), ("quiet", 0.25))
+    session_kinds: tuple[tuple[str, float], ...] = (("play", 0.7), ("book", 0.1), ("quiet", 0.2))
     """Session kinds and their weights."""
 
 

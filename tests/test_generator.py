@@ -69,7 +69,8 @@ def test_frames_take_varied_objects_and_objects_follow_acts(tmp_path: Path):
 
 
 def test_build_default_corpus(tmp_path: Path):
-    out = build_default_corpus(tmp_path / "corpus", seed=1, n_files=8, utterances_per_file=120, chunk_len=128)
+    out = build_default_corpus(tmp_path / "corpus", seed=1, n_files=8, utterances_per_file=120, chunk_len=128,
+                               session_kinds=(("play", 0.5), ("book", 0.5)))
     c = Corpus.load(out)
     assert (tmp_path / "corpus-chat").is_dir() and c.stats["files"] == 8 and c.stats["files_skipped"] == 0
     assert c.stats["utterances_skipped"] == 0 and c.stats["skipped_utterances"] == []
