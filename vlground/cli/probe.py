@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_probes(adapter, cfg)
     n = len(results["checkpoints"])
     for note in results.get("notes", []):
-        log.warning(note)
+        log.warning(note)  # each once: the runner keeps one copy of a repeated note
     if not args.no_report:
         path = write_report(args.out, results)
         print(f"probed {n} checkpoint(s); report: {path}")

@@ -173,7 +173,7 @@ def run_probes(adapter: Adapter, cfg: ProbeConfig) -> dict:
                 continue
             missing = spec.needs - caps
             if missing:
-                ck_notes.append(f"{name}: skipped for {ckpt.key} (model has no {', '.join(sorted(m.value for m in missing))})")
+                ck_notes.append(f"{name}: skipped for run {ckpt.run} (model has no {', '.join(sorted(m.value for m in missing))})")
                 continue
             res = spec.fn(adapter, loaded, items, cfg.probe_options)
             record.update(res.record)

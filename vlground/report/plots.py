@@ -28,6 +28,7 @@ def _band(ax, rows, field, color, label):
 def _finish(fig, ax, path: Path, xlabel="training step"):
     ax.set_xlabel(xlabel)
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
