@@ -31,7 +31,7 @@ DEMO_TRAIN = {"batch_size": 16, "lr": 3e-3, "warmup_steps": 50, "checkpoint_ever
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default="transformer,lstm", help="architectures to train (default: transformer,lstm)")
-    p.add_argument("--seeds", default="0,1", help="seeds per architecture (default: 0,1)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds per architecture (default: 0,1,2)")
     p.add_argument("--steps", type=int, default=1000, help="training steps per run (default: 1000)")
     p.add_argument("--files", type=int, default=80, help="generated transcripts (default: 80)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
