@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         adapter="childes", out=report_dir, runs=[str(j[2]) for j in jobs], model=None, images=None, annotations=None, mismatch=None,
         templates=None, prompt=None, question=None, answer_prefix=None, probes=args.probes, checkpoints="all", mechanistic_checkpoints=mech, batch_size=None, device="cpu",
-        dtype=None, limit=None, overwrite=True, no_report=False, gather_threshold=0.3, aggregate_threshold=0.3,
+        dtype=None, limit=None, min_env=None, min_lan=None, overwrite=True, no_report=False, gather_threshold=0.3, aggregate_threshold=0.3,
         box_thresholds="0.7,0.9", ablation_draws=10,
     )
     probe_run(ns)

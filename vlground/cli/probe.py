@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="items per forward pass")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--dtype", help="float32, float16 or bfloat16 (pretrained VLMs)")
+    p.add_argument("--min-env", type=int, help="childes: a target needs at least this many w<ENV> in the corpus (default 3)")
+    p.add_argument("--min-lan", type=int, help="childes: ... and this many w<LAN> (default 3)")
     p.add_argument("--limit", type=int, help="probe at most this many objects/targets")
     p.add_argument("--overwrite", action="store_true", help="replace an --out that holds another probe's results")
     p.add_argument("--no-report", action="store_true", help="write results.json only")

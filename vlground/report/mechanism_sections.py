@@ -11,8 +11,17 @@ def render(results: dict, plot_dir: Path, img, table) -> list[str]:
     out: list[str] = []
     flow = results.get("flow") or []
     if flow:
-        p = plots.layer_curves(flow, "env_flow", plot_dir / "flow.png", "saliency from environment into the target position", "S_env / S_rest")
-        out.append("<h2>Information flow over training</h2><div class=figs>" + img(p) + "</div>")
+        from vlground.engine.runner import run_group
+
+        figs = []
+        for g in sorted({run_group(r["run"]) for r in flow}):
+            rows = [r for r in flow if run_group(r["run"]) == g]
+            safe = g.replace("/", "_").replace(":", "_")
+            figs.append(img(plots.layer_curves(rows, "env_flow", plot_dir / f"{safe}-flow.png",
+                                               f"{g}: saliency from the environment into the target position", "S_env / S_rest")))
+        out.append("<h2>Information flow over training</h2><p class=note>Per layer: mean saliency from the environment "
+                   "token(s) into the position just before the target, over the mean of all other causal flows "
+                   "(Wang et al. 2023); band: 95% over seeds.</p><div class=figs>" + "".join(figs) + "</div>")
     lens = results.get("lens") or []
     if lens:
         steps = sorted({r["step"] for r in lens})

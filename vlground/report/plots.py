@@ -66,16 +66,17 @@ def info_gain_plot(summary: list[dict], group: str, path: Path, reverse: bool = 
 
 
 def layer_curves(rows: list[dict], value: str, path: Path, title: str, ylabel: str) -> Path:
-    """One curve per layer over steps (mean over seeds and runs given)."""
-    import numpy as np
+    """One curve per layer over steps: mean over runs of a group, with a 95% band over seeds."""
+    from vlground.metrics import mean_band
 
     layers = sorted({r["layer"] for r in rows})
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     cmap = plt.get_cmap("viridis", max(2, len(layers)))
     for i, layer in enumerate(layers):
         steps = sorted({r["step"] for r in rows if r["layer"] == layer and r.get(value) is not None})
-        means = [np.mean([r[value] for r in rows if r["layer"] == layer and r["step"] == s and r.get(value) is not None]) for s in steps]
-        ax.plot(steps, means, color=cmap(i), label=f"L{layer}", lw=1.2)
+        bands = [mean_band([r[value] for r in rows if r["layer"] == layer and r["step"] == s and r.get(value) is not None]) for s in steps]
+        ax.plot(steps, [b[0] for b in bands], color=cmap(i), label=f"L{layer}", lw=1.2)
+        ax.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], color=cmap(i), alpha=0.15, lw=0)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6, ncol=2)
