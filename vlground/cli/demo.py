@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"      {run_dir}: done in {secs:.0f} s, last loss {loss if loss is None else round(loss, 3)}", flush=True)
 
     report_dir = out / "report"
+    import torch
+
+    # tiny models gain nothing from a second thread, and two threads on a busy machine can be
+    # many times slower than one (OpenMP waits): probe with one
+    torch.set_num_threads(1)
     mech = ",".join(str(s) for s in sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps}))
     print(f"[3/4] probing every checkpoint of {len(jobs)} runs (mechanistic probes at steps {mech})", flush=True)
     ns = argparse.Namespace(
