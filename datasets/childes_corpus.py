@@ -26,7 +26,7 @@ from vlground.chat.types import ChatFile
 from vlground.corpus.format import ENV, FORMAT, LAN, SPECIALS, atomic_dir, write_json
 from vlground.errors import InputError
 
-from .childes_text import act_words, speech_words
+from .childes_text import act_tuple
 from .cooc import choose_dropped, chunk_sources, chunk_stream, cooc_matrix
 from .tokenizer import build_vocab, pairs_from_vocab, save_tokenizer
 
@@ -118,24 +118,27 @@ def _encode(files: Iterable[ChatFile], strict: bool) -> _Encoded:
         n_skipped_utt += cf.skipped_utterances
         ids = [bos]
         append, extend = ids.append, ids.extend
-        for utt in cf.utterances:
+        env_get, lan_get = env.__getitem__, lan.__getitem__
+        for utt in cf.utterances:  # the hot loop: locals only, the common case inline
             spk = spk_ids.get(utt.speaker)
             if spk is None:
                 spk = spk_ids[utt.speaker] = len(tokens)
                 tokens.append(f"<{utt.speaker}>")
-            start = len(ids)
+            empty = True
             act = utt.tiers.get("act")
             if act:
-                ws = act_words(act)
+                ws = act_tuple(act)
                 if ws:
                     n_act += 1
+                    empty = False
                     append(spk)
-                    extend(map(env.__getitem__, ws))
-            ws = speech_words(utt.words)
+                    extend(map(env_get, ws))
+            ws = utt.words  # the reader's contract: clean words (Utterance.words), used as they are
             if ws:
+                empty = False
                 append(spk)
-                extend(map(lan.__getitem__, ws))
-            if len(ids) == start:
+                extend(map(lan_get, ws))
+            if empty:
                 n_empty += 1
         append(eos)
         n_utt += len(cf.utterances)
@@ -181,6 +184,7 @@ def build_corpus(config: BuildCorpusConfig) -> Path:
 
 def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig) -> Path:
     """Write a corpus from already-read transcripts (``config.inputs`` is only recorded)."""
+    act_tuple.cache_clear()  # memoised within one build only (fair timing, bounded memory)
     config.validate()
     out = Path(config.out)
     with atomic_dir(out, overwrite=config.overwrite) as tmp:

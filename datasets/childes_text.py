@@ -10,6 +10,7 @@ Speech words are the reader's cleaned words (:attr:`Utterance.words`, already lo
 """
 from __future__ import annotations
 
+import functools
 import re
 
 from vlground.corpus.format import ENV, LAN
@@ -22,6 +23,12 @@ _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
 _UNINTELLIGIBLE = frozenset({"xxx", "yyy", "www"})
 _DIGIT = re.compile(r"\d")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def act_tuple(text: str) -> tuple[str, ...]:
+    """:func:`act_words` as a tuple, memoised: ``%act`` tiers repeat a lot (``picks up the ball``)."""
+    return tuple(act_words(text))
 
 
 def act_words(text: str | None) -> list[str]:
@@ -51,6 +58,9 @@ def act_words(text: str | None) -> list[str]:
 
 def speech_words(words: list[str]) -> list[str]:
     """The reader's words, made safe for a whitespace-split tokenizer (no empty or spaced words)."""
+    joined = "\x00".join(words)
+    if _UNINTELLIGIBLE.isdisjoint(words) and " " not in joined and "\t" not in joined and "\x00\x00" not in joined and all(words[:1]) and all(words[-1:]):
+        return words  # the common case, checked at C speed: nothing to change
     out = []
     for w in words:
         if not w or w in _UNINTELLIGIBLE:

@@ -271,3 +271,21 @@ def test_fast_path_agrees_with_slow_path():
         assert validate._counts(s) == counts, text
         assert fast.common_words([text]) == reader._slow_words([u], "t.cha", []), text
     assert checked > 500
+
+
+def test_words_contract_on_fixtures_and_generated(tmp_path):
+    """Utterance.words are what the corpus builder uses as they are: lower-case, non-empty, no
+    whitespace, no untranscribed markers."""
+    from vlground.chat import iter_chat_sources, read_chat
+    from vlground.datasets.chat_generator import generate_transcripts
+
+    generate_transcripts(tmp_path / "gen", n_files=6, seed=3)
+    fixtures = Path(__file__).parent / "fixtures" / "chat"
+    n = 0
+    for src in iter_chat_sources([fixtures, tmp_path / "gen"]):
+        for utt in read_chat(src).utterances:
+            for w in utt.words:
+                n += 1
+                assert w and not any(c.isspace() for c in w) and w not in ("xxx", "yyy", "www"), (src.display_path, utt.line, w)
+                assert w == w.lower(), (src.display_path, utt.line, w)
+    assert n > 1000

@@ -28,7 +28,7 @@ class Utterance:
     """One main tier (``*SPK: ...``) and its dependent tiers."""
 
     speaker: str  #: participant code, e.g. ``CHI``, ``MOT``
-    words: list[str]  #: spoken words after the cleaning policy (docs/chat-policy.md), lower-cased
+    words: list[str]  #: spoken words after the cleaning policy (docs/chat-policy.md): lower-cased, non-empty, no whitespace, no xxx/yyy/www
     line: int  #: 1-based line of the main tier in its file
     tiers: dict[str, str] = field(default_factory=dict)  #: dependent tiers by name without ``%`` (``act``, ``sit``, ``gpx``, ``com``, ...), raw text, continuation lines joined
 
