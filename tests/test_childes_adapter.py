@@ -119,3 +119,26 @@ def test_corrupt_checkpoint_is_skipped(tiny_runs, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert rc == 0 and [r["step"] for r in res["checkpoints"]] == [0, 8, 12]
     assert any("step-4" in n for n in res["notes"])
+
+
+def test_hybrid_uses_its_attention_layers_and_mamba2_is_skipped(tiny_runs, tmp_path):
+    from vlground.train import TrainConfig, train
+
+    runs = {}
+    for arch in ("mamba2", "hybrid-mid"):
+        runs[arch] = train(TrainConfig(corpus=str(tiny_runs["corpus"]), out=str(tmp_path / arch), arch=arch, size="tiny",
+                                       seed=0, progress=False, overrides={"steps": 4, "batch_size": 2, "checkpoint_every": 4}))
+    out = tmp_path / "rep"
+    rc = main(["probe", "--adapter", "childes", "--run", str(runs["mamba2"]), str(runs["hybrid-mid"]), "--checkpoints", "last",
+               "--probes", "behaviour,saliency,heads,lens", "--out", str(out), "--no-report"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    from vlground import load_checkpoint
+    from vlground.mechanism.sites import resolve_sites
+
+    model, _ = load_checkpoint(runs["hybrid-mid"] / "checkpoints" / "step-4")
+    att_layers = set(resolve_sites(model).layers)
+    assert att_layers and att_layers != set(range(model.config.num_hidden_layers))
+    assert {r["layer"] for r in res["flow"]} == att_layers and {r["run"] for r in res["flow"]} == {"hybrid-mid"}
+    assert any("mamba2" in n and "saliency: skipped" in n for n in res["notes"])
+    assert {r["run"] for r in res["lens"]} == {"mamba2", "hybrid-mid"}
