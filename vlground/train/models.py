@@ -81,9 +81,12 @@ def build_model(
     check_arch(arch)
     specials = dict(pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id)
     try:
-        return ARCHS[arch](dict(model_cfg), vocab_size, specials, max_len, attn_implementation)
+        model = ARCHS[arch](dict(model_cfg), vocab_size, specials, max_len, attn_implementation)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{arch}: bad model config ({exc})") from None
+    if "loss_type" in vars(model) and model.loss_type is None:
+        model.loss_type = "ForCausalLM"  # say it, instead of transformers guessing with a warning
+    return model
 
 
 def _attn(impl: str | None) -> dict:
