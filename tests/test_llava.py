@@ -24,14 +24,6 @@ from vlground.vision.tiny_llava import save_tiny_llava
 ANNOTATIONS = BUNDLED_IMAGES / "instances.json"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_llava_dir(tmp_path_factory) -> Path:
     return save_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")

@@ -191,19 +191,8 @@ def test_bad_input_is_reported_and_the_rest_still_runs(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
-    """The tiny pipeline folder; torch runs on one thread meanwhile (restored after).
-
-    Toy convolutions gain nothing from a second thread, and on a busy 2-core machine two
-    OpenMP threads spin against other processes: one image takes seconds instead of ~50 ms.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_sd_folder(tmp_path_factory.mktemp("models"))
-    finally:
-        torch.set_num_threads(threads)
+    """The tiny pipeline folder (torch runs on one thread in the tests: tests/conftest.py)."""
+    return tiny_sd_folder(tmp_path_factory.mktemp("models"))
 
 
 def test_tiny_pipeline_end_to_end_resume_and_seed(tmp_path, tiny_sd):

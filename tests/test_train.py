@@ -26,15 +26,6 @@ FAST = {"steps": 12, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "log_every"
         "checkpoint_every": 0, "checkpoint_dense_until": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far more predictably on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_tiny_corpus(tmp_path_factory.mktemp("corpus") / "tiny")

@@ -25,14 +25,6 @@ FAST = {"steps": 8, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "log_every":
         "checkpoint_dense_until": 4, "val_fraction": 0.1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dino(tmp_path_factory):
     from vlground.vision.tiny_dinov2 import save_tiny_dinov2
