@@ -41,14 +41,21 @@ _HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (``vlground build-corpus: error: ...; see --help``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _command_module(name: str):
     return importlib.import_module(f"vlground.cli.{COMMANDS[name]}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlground", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="vlground", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
         if name == command:
