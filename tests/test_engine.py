@@ -136,3 +136,10 @@ def test_run_group():
     assert run_group("tf-s0") == "tf"
     assert run_group("mamba2/seed-3") == "mamba2"
     assert run_group("llava") == "llava"
+
+
+def test_cli_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["build-corpus", "--bogus", "x"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "error" in err
