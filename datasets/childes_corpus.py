@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from vlground.chat.types import ChatFile
-from vlground.corpus.format import ENV, FORMAT, LAN, SPECIALS, atomic_dir, write_json
+from vlground.corpus.format import check_build_options, ENV, FORMAT, LAN, SPECIALS, atomic_dir, write_json
 from vlground.errors import InputError
 
 from .childes_text import act_tuple
@@ -63,12 +63,7 @@ class BuildCorpusConfig:
     def validate(self) -> None:
         if not self.inputs:
             raise InputError("build-corpus: no input given (pass .cha files, folders or .zip archives)")
-        if self.chunk_len < 2:
-            raise InputError(f"--chunk-len {self.chunk_len}: must be at least 2")
-        if self.min_count < 1:
-            raise InputError(f"--min-count {self.min_count}: must be at least 1")
-        if not 0.0 <= self.drop_cooc <= 1.0:
-            raise InputError(f"--drop-cooc {self.drop_cooc}: must be between 0 and 1")
+        check_build_options(self.chunk_len, self.min_count, self.drop_cooc)
 
 
 class _Ids(dict):

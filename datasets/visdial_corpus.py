@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from vlground.corpus.format import FORMAT, LAN, SPECIALS, atomic_dir, lan_token, write_json
+from vlground.corpus.format import check_build_options, FORMAT, LAN, SPECIALS, atomic_dir, lan_token, write_json
 from vlground.errors import InputError
 
 from .cooc import choose_dropped, chunk_sources, chunk_stream
@@ -90,12 +90,7 @@ class VisdialCorpusConfig:
     """Show a progress bar while featurising."""
 
     def validate(self) -> None:
-        if self.chunk_len < 2:
-            raise InputError(f"--chunk-len {self.chunk_len}: must be at least 2")
-        if self.min_count < 1:
-            raise InputError(f"--min-count {self.min_count}: must be at least 1")
-        if not 0.0 <= self.drop_cooc <= 1.0:
-            raise InputError(f"--drop-cooc {self.drop_cooc}: must be between 0 and 1")
+        check_build_options(self.chunk_len, self.min_count, self.drop_cooc)
         if Path(self.out).exists() and not self.overwrite:
             raise InputError(f"{self.out}: already exists (choose another --out or pass --overwrite)")
 

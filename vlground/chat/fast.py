@@ -76,19 +76,25 @@ def common_words(texts: list[str]) -> list[list[str]]:
         return []
     s = " " + "\n ".join(texts)
     if "[" in s:
-        r = s[::-1]
-        if "/[" in r:
-            r = _R_RETRACED_GROUP.sub("", r)
-            r = _R_RETRACED_ITEM.sub("", r)
-        if ":[" in r:
-            r = _R_REPLACED.sub(r"\1", r)
-        s = _CODES.sub("", r[::-1])
+        s = _CODES.sub("", _spoken(s))
     s = _DROPPED.sub("", s)
     if "@" in s:
         s = _FORM.sub("", s)
     s = s.lower()
     return [line.split() for line in s.split("\n")]
 
+
+
+def _spoken(s: str) -> str:
+    """Retraced material dropped and replacements put in (regexes run on the reversed text, so
+    that a code finds the item or group just before it)."""
+    r = s[::-1]
+    if "/[" in r:
+        r = _R_RETRACED_GROUP.sub("", r)
+        r = _R_RETRACED_ITEM.sub("", r)
+    if ":[" in r:
+        r = _R_REPLACED.sub(r"\1", r)
+    return r[::-1]
 
 # --- alignment counts of one common main tier (same as validate._MainTier._tokens) ----------
 # %mor: what is left once retraced material is dropped and replacements put in, less fillers,
@@ -108,11 +114,5 @@ def common_counts(text: str) -> tuple[int, int]:
     if "[" not in s:
         return (len(_NOT_MOR.sub("", s).split()), len(_NOT_PHO.sub("", s).split()))
     pho = _NOT_PHO.sub("", _CODES.sub(" ", _REPLACEMENT.sub("", s)))
-    r = s[::-1]
-    if "/[" in r:
-        r = _R_RETRACED_GROUP.sub("", r)
-        r = _R_RETRACED_ITEM.sub("", r)
-    if ":[" in r:
-        r = _R_REPLACED.sub(r"\1", r)
-    mor = _NOT_MOR.sub("", _CODES.sub(" ", r[::-1]))
+    mor = _NOT_MOR.sub("", _CODES.sub(" ", _spoken(s)))
     return len(mor.split()), len(pho.split())

@@ -55,6 +55,16 @@ def speaker_token(code: str) -> str:
     return f"<{code}>"
 
 
+def check_build_options(chunk_len: int, min_count: int, drop_cooc: float) -> None:
+    """One-line errors for the options every corpus builder shares."""
+    if chunk_len < 2:
+        raise InputError(f"--chunk-len {chunk_len}: must be at least 2")
+    if min_count < 1:
+        raise InputError(f"--min-count {min_count}: must be at least 1")
+    if not 0.0 <= drop_cooc <= 1.0:
+        raise InputError(f"--drop-cooc {drop_cooc}: must be between 0 and 1")
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success rename it to ``final``.
