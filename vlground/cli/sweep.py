@@ -10,8 +10,6 @@ Bundled sweep files: ``paper-text``, ``paper-vision``, ``demo`` (a name without 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -35,23 +33,6 @@ def spec_path(name: str) -> Path:
     return Path(str(resources.files("vlground") / "configs" / "sweeps" / f"{name}.yaml"))
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Inside, SIGTERM stops a sweep the way Ctrl-C does (tasks cancelled, Ray shut down)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (called in-process from a thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def run(args: argparse.Namespace) -> int:
     from vlground.sweep import driver, spec
 
@@ -59,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         driver.describe(sweep, sys.stdout)
         return 0
-    with sigterm_as_interrupt():
-        outcome = driver.run_sweep(sweep, address=args.address, num_cpus=args.num_cpus)
+    outcome = driver.run_sweep(sweep, address=args.address, num_cpus=args.num_cpus)
     driver.summary(outcome, sys.stderr)
     return 0 if outcome.ok else 1
