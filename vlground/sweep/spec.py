@@ -120,9 +120,10 @@ def from_dict(data: Any, path: str | Path = "<sweep>", out: str | Path | None = 
 
 
 def _flags(options: dict | None, where: str) -> list[str]:
-    """``{chunk_len: 512, strict: true}`` -> ``["--chunk-len", "512", "--strict"]``."""
+    """``{chunk_len: 512, strict: true}`` -> ``["--chunk-len", "512", "--strict"]`` (sorted by
+    key, so a task's fingerprint does not depend on the order of a mapping in the file)."""
     argv: list[str] = []
-    for k, v in (options or {}).items():
+    for k, v in sorted((options or {}).items()):
         flag = "--" + str(k).replace("_", "-")
         if isinstance(v, bool):
             argv += [flag] if v else []
