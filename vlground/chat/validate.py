@@ -121,6 +121,8 @@ class Checker:
                     k = next((k for k in other if not tops[k][2]), other[-1])
                     tops[k] = (tops[k][0], tops[k][1], True)
                 elif same:
+                    k = same[-1]
+                    tops[k] = (tops[k][0], tops[k][1], True)  # reported once, as E704
                     self._flag(utts[i], "E704", f"speaker {speaker} overlaps with self")
                 elif index:  # an unindexed bottom may answer a top outside the excerpt
                     self._flag(utts[i], "E347", f"bottom overlap {mark} with no top overlap before it")
