@@ -261,7 +261,7 @@ def test_fast_path_agrees_with_slow_path():
     checked = 0
     for text in _fast_cases():
         s = text.strip()
-        if "\x15" in s or not fast.COMMON.fullmatch(s):
+        if "\x15" in s or ", ," in s or not fast.COMMON.fullmatch(s):
             continue
         checked += 1
         u = reader.RawUtterance(1, "CHI", text)

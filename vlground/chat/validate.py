@@ -55,6 +55,7 @@ class Checker:
         """Check every utterance; mark those with an error as bad (they are skipped)."""
         longs: list[tuple[str, str, int]] = []  # open &{l= / &{n= features: kind, label, index
         points: list[list[str]] = []  # per utterance: overlap begin marks (⌈, ⌊2, ...)
+        no_points: list[str] = []  # shared by every fast-path utterance (never changed)
         multilingual = len(languages) > 1
         ca_mode = self.info.ca_mode
         problems = self.problems
@@ -76,10 +77,10 @@ class Checker:
             tiers = u.tiers
             # fast path: common well-formed markup passes every main-tier check (fast.py)
             stripped = text.strip()
-            u.fast = ("\x15" not in text and "\x02" not in text
+            u.fast = ("\x15" not in text and "\x02" not in text and ", ," not in text
                       and common(stripped) is not None and CONTROL.search(text) is None)
             if u.fast:
-                points.append([])
+                points.append(no_points)
                 if tiers:
                     aligned = "mor" in tiers or "pho" in tiers or "sin" in tiers
                     counts = common_tier_counts(stripped) if aligned else (None, None)
