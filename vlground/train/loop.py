@@ -23,6 +23,7 @@ import vlground
 from vlground.corpus.format import Corpus, write_json
 from vlground.errors import InputError
 from vlground.train import checkpoint as ckpt
+from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
 from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
 from vlground.train.models import WIDTH_KEYS, build_model
@@ -100,7 +101,9 @@ def _train_one(cfg: TrainConfig) -> None:
     }
     # 3. run folder
     run = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision))
+    trackers = tracking.parse_log_with(cfg.log_with)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision), log_with=trackers or None,
+                              project_dir=tracking.tracking_dir(run) if trackers else None)
     main = accelerator.is_main_process
     W, rank = accelerator.num_processes, accelerator.process_index
     if B % W:
@@ -117,6 +120,8 @@ def _train_one(cfg: TrainConfig) -> None:
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
                                          "n_train": int(len(train_idx)), "val": val_idx.tolist()})
         _save_npy(run / "order.npy", order)
+    if trackers:
+        accelerator.init_trackers(f"{arch}-seed{cfg.seed}", config=tracking.flat_config(spec))
     # 4. model, optimizer, schedule
     torch.manual_seed(cfg.seed)
     model = build_model(arch, model_cfg, vocab_size, pad_id=corpus.pad_id, bos_id=corpus.vocab.get("<bos>"),
@@ -143,6 +148,8 @@ def _train_one(cfg: TrainConfig) -> None:
                                  {**info, "chunks_seen": step * B, "tokens_seen": step * B * corpus.chunk_len,
                                   "val_loss": val})
             _append_log(run, {"step": step, "val_loss": val})
+            if trackers:
+                accelerator.log({"val/loss": val}, step=step)
         accelerator.wait_for_everyone()
 
     if resume_from is None:
@@ -161,8 +168,8 @@ def _train_one(cfg: TrainConfig) -> None:
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id, images).items()}
         loss = model(**embed_inputs(embedder, batch)).loss
         accelerator.backward(loss)
-        if h.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
+        # the norm is measured every step (logged as grad_norm); an infinite bound clips nothing
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip if h.grad_clip > 0 else math.inf)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -174,8 +181,12 @@ def _train_one(cfg: TrainConfig) -> None:
             seconds = time.perf_counter() - window_start - excluded
             rec = {"step": step, "loss": round(mean, 5), "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+            if grad_norm is not None:
+                rec["grad_norm"] = round(float(grad_norm), 5)
             if main:
                 _append_log(run, rec)
+                if trackers:
+                    accelerator.log(tracking.scalars(rec, "train"), step=step)
             bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             loss_sum.zero_()
             n_window, tokens = 0, 0
@@ -189,6 +200,8 @@ def _train_one(cfg: TrainConfig) -> None:
             log.info("stopping after step %d (stop_after)", step)
             break
     bar.close()
+    if trackers:
+        accelerator.end_training()
 
 
 def _mixed_precision(mode: str) -> str:
