@@ -133,3 +133,26 @@ def test_group_verdicts_on_planted_groups():
     assert v[("lstm", 100)].label == "no meaningful effect"
     assert v[("transformer", 0)].label != "grounded"
     assert v[("transformer", 100)].n_seeds == 1
+
+
+def test_item_gains_pairs_match_and_mismatch():
+    rows = []
+    for seed in (0, 1):
+        for pair, (w, m, mm) in enumerate([("ball", 1.0, 3.0), ("dog", 2.0, 2.5)]):
+            for cond, s in (("match", m), ("mismatch", mm)):
+                rows.append({"key": f"r{seed}@5", "run": f"r{seed}", "group": "tf", "seed": seed, "step": 5, "pair_id": f"p{pair}",
+                             "item_id": f"{pair}{cond}", "word": w, "condition": cond, "direction": "env2lan", "surprisal": s + seed})
+            rows.append({**rows[-1], "direction": "lan2env", "surprisal": 99.0})
+    rows.append({**rows[0], "pair_id": "lonely"})  # a match without its mismatch is not a pair
+    g = stats.item_gains(pd.DataFrame(rows))
+    assert sorted(g["gain"]) == [0.5, 0.5, 2.0, 2.0]
+    assert set(g.columns) >= {"group", "seed", "step", "word", "gain"}
+
+
+def test_group_verdicts_with_several_seeds_uses_the_crossed_model():
+    rng = np.random.default_rng(9)
+    rows = [{"group": "tf", "step": 10, "seed": s, "word": f"w{w}", "gain": 0.8 + rng.normal(0, 0.3)}
+            for s in range(3) for w in range(12) for _ in range(4)]
+    v = stats.group_verdicts(pd.DataFrame(rows), n_boot=200)[("tf", 10)]
+    assert v.n_seeds == 3 and "word and seed" in v.estimate.method and v.estimate.n == len(rows)
+    assert v.estimate.low < 0.8 < v.estimate.high and v.label == "grounded"
