@@ -141,9 +141,11 @@ def full_sweep(ray_local, tmp_path_factory):
 
 def _comparable(out: Path) -> dict:
     """Combined results without what differs between two folders or runs of the same work."""
-    res = json.loads((out / "report" / "results.json").read_text())
-    recs = [{k: v for k, v in r.items() if k not in ("path", "seconds")} for r in res["checkpoints"]]
-    return {"checkpoints": sorted(recs, key=lambda r: (r["run"], r["step"])), "seeds": res["seeds"]}
+    from vlground.results import load, seed_summary
+
+    res = load(out / "report")
+    recs = [{k: v for k, v in r.items() if k not in ("path", "seconds")} for r in res.checkpoint_rows()]
+    return {"checkpoints": sorted(recs, key=lambda r: (r["run"], r["step"])), "seeds": seed_summary(res)}
 
 
 @pytest.mark.slow
@@ -151,11 +153,16 @@ def test_tiny_sweep_end_to_end_then_nothing_to_do(full_sweep):
     out, outcome, _ = full_sweep
     assert outcome.ok and len(outcome.ran) == 18 and not outcome.done_before
     assert outcome.report == out / "report" / "report.html" and outcome.report.is_file()
-    res = json.loads((out / "report" / "results.json").read_text())
-    groups = {s["group"] for s in res["seeds"]}
-    assert groups == {"transformer/c", "transformer/c-drop50", "lstm/c", "lstm/c-drop50"}
-    assert {s["n_seeds"] for s in res["seeds"]} == {2}
-    assert len(res["checkpoints"]) == 8 * 3  # 8 runs x checkpoints at 0, 6, 12
+    from vlground.results import load, seed_summary
+
+    res = load(out / "report")
+    seeds = seed_summary(res)
+    assert {s["group"] for s in seeds} == {"transformer/c", "transformer/c-drop50", "lstm/c", "lstm/c-drop50"}
+    assert {s["n_seeds"] for s in seeds} == {2}
+    rows = res.checkpoint_rows()
+    assert len(rows) == 8 * 3 and len({r["key"] for r in rows}) == 24  # 8 runs x checkpoints at 0, 6, 12
+    assert all(r.get("match_surprisal") is not None for r in rows)
+    assert {r["run"] for r in res.rows("items")} == {r["run"] for r in rows}
     assert len(list((out / "logs").glob("*.log"))) == 18
     mtime = outcome.report.stat().st_mtime
     again = driver.run_sweep(spec.from_dict(tiny(out)))
@@ -209,8 +216,9 @@ def test_failing_task_is_reported_while_the_rest_finish(full_sweep, tmp_path, ca
     assert len(failed) == 1 and "train/transformer/bad/seed-0" in failed[0] and "chunks.npy: corrupt" in failed[0]
     assert str(out / "logs" / "train__transformer__bad__seed-0.log") in failed[0]
     assert any(line.startswith("BLOCKED probe/transformer/bad/seed-0") for line in err.splitlines())
-    res = json.loads((out / "report" / "results.json").read_text())
-    assert {r["run"] for r in res["checkpoints"]} == {"transformer/good/seed-0"}
+    from vlground.results import load
+
+    assert {r["run"] for r in load(out / "report").checkpoints} == {"transformer/good/seed-0"}
 
 
 def _tagged_processes(tag: str) -> list[int]:

@@ -14,7 +14,6 @@ its tasks and the instance). Each task resumes: re-running skips what is finishe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -80,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     print("at the last checkpoint (mean over seeds):")
-    res = json.loads((outcome.report.parent / "results.json").read_text())
+    from vlground.results import load
+
+    records = load(outcome.report.parent).checkpoint_rows()
     ok = True
     for arch in archs:
-        last = [r for r in res["checkpoints"] if r["run"].startswith(f"{arch}/") and r["step"] == steps]
+        last = [r for r in records if r["run"].startswith(f"{arch}/") and r["step"] == steps]
         if not last:
             continue
         m = sum(r["match_surprisal"] for r in last) / len(last)

@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     driver.summary(outcome, sys.stderr)
     if not outcome.ok or outcome.report is None:
         return 1
-    res = json.loads((outcome.report.parent / "results.json").read_text())
-    last = [r for r in res["checkpoints"] if r["step"] == steps]
+    from vlground.results import load
+
+    last = [r for r in load(outcome.report.parent).checkpoint_rows() if r["step"] == steps]
     if last:
         m = sum(r["match_surprisal"] for r in last) / len(last)
         mm_ = sum(r["mismatch_surprisal"] for r in last) / len(last)
