@@ -5,7 +5,6 @@ and one uninterrupted tiny sweep that the others compare against.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -14,7 +14,6 @@ Each step resumes (finished scenes, features, runs, mismatches and probed checkp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

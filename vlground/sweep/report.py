@@ -26,7 +26,7 @@ def group_of(run_id: str) -> str:
     return re.sub(r"/seed-\d+$", "", run_id)
 
 
-def combine(parts: list[tuple[str, "Results"]], out: Path | None = None):  # noqa: F821
+def combine(parts: list, out: Path | None = None):
     """``[(run id, Results of that run's probe folder)]`` -> one :class:`~vlground.results.Results`.
 
     With ``out``, the per-checkpoint array files are linked (or copied) into ``out/arrays`` under
