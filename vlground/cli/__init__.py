@@ -62,6 +62,9 @@ EXAMPLES = {
     "demo": ["vlground demo --quick   # a smoke test, about a minute",
              "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
              "vlground demo --vision  # the vision testbed"],
+    "sweep": ["vlground sweep paper-text --dry-run       # the paper's text grid: tasks, done, left",
+              "vlground sweep my-sweep.yaml --out sweeps/a   # a local Ray instance; run again to resume",
+              "vlground sweep paper-text --address auto    # an existing Ray cluster"],
 }
 
 

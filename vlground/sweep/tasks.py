@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -70,7 +69,9 @@ def _captured(log_file: Path):
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 yield f
         finally:
-            root.removeHandler(handler)
+            for h in list(root.handlers):  # ours, and the one the CLI added on the redirected stderr
+                if h is handler or getattr(h, "_vlground", False):
+                    root.removeHandler(h)
             root.setLevel(old_level)
 
 
@@ -141,5 +142,7 @@ def _call(task: Task, num_cpus: float):
         pass
     module, _, name = task.fn.partition(":")
     fn = getattr(importlib.import_module(module), name)
-    sys.stdout.flush()
-    return fn(*task.args, **task.kwargs)
+    args = task.args
+    if task.fn == "vlground.cli:main":  # INFO messages (resumed from step N, ...) into the log
+        args = (["-v", *args[0]], *args[1:])
+    return fn(*args, **task.kwargs)
