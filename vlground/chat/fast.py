@@ -24,7 +24,7 @@ import re
 
 _W = r"[^\W_]"  # a letter or digit
 _WORD = (
-    rf"(?!(?:xx|yy|ww|xxx|yyy|www)(?![\w'\-+@]))(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"
+    rf"(?!(?i:xx|yy|ww|xxx|yyy|www)(?![\w'\-+@]))(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"
     r"(?:@(?:b|c|d|f|i|k|l|n|o|p|q|u|wp|x))?"
 )
 _RWORD = rf"(?!(?:xxx|yyy|www)[\] ])(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"  # in [: ...]
