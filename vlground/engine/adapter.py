@@ -206,15 +206,42 @@ class Adapter(abc.ABC):
         """What determines the results (shown in the report; hashed for caching)."""
         return {"adapter": self.name, **{k: _jsonable(v) for k, v in dataclasses.asdict(self.options).items()}}
 
-    # -- scoring --------------------------------------------------------------------------------
+    # -- the one forward path ------------------------------------------------------------------
+    def model_inputs(self, loaded: LoadedModel, batch: ProbeBatch) -> dict[str, torch.Tensor]:
+        """Every keyword argument of ``loaded.model(...)`` for ``batch``, on the model's device.
+
+        The one forward path: scoring (:meth:`forward`), saliency (:meth:`saliency`) and head
+        ablation all call the model with exactly these, so an input the model needs (position
+        ids, token-type ids, image sizes) reaches every probe. Override to add or cast inputs
+        (``vlground.testing.check_adapter`` checks that saliency and scoring give the same logits).
+        """
+        return {k: v.to(loaded.device) for k, v in batch.model_inputs.items()}
+
     def forward(self, loaded: LoadedModel, batch: ProbeBatch, **kwargs):
         """Run the model on a batch; returns the model output (``.logits`` [B, S, V])."""
-        return loaded.model(**batch.model_inputs, **kwargs)
+        return loaded.model(**self.model_inputs(loaded, batch), **kwargs)
+
+    def saliency(self, loaded: LoadedModel, batch: ProbeBatch, *, predict_row_only: bool = True,
+                 layers=None) -> torch.Tensor:
+        """Attention saliency ``dL/dA * A`` of every head for ``batch`` (the loss: each item's first
+        target sub-token), through :meth:`model_inputs` (``input_ids`` become ``inputs_embeds`` so
+        the maps get gradients). ``[B, L_att, H, S]`` rows into ``predict_positions`` (default), or
+        ``[B, L_att, H, S, S]`` with ``predict_row_only=False``; float32 on the CPU.
+        See :func:`vlground.mechanism.saliency.attention_saliency`."""
+        from vlground.mechanism.saliency import attention_saliency
+
+        inputs = self.model_inputs(loaded, batch)
+        ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
+        mask = inputs.pop("attention_mask", None)
+        dev = ids.device if ids is not None else embeds.device
+        return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
+                                  batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
+                                  layers=layers, predict_row_only=predict_row_only, **inputs)
 
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
         """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens."""
-        out = self.forward(loaded, batch.to(loaded.device))
+        out = self.forward(loaded, batch)
         return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
 
 
@@ -244,3 +271,63 @@ def _jsonable(v):
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Adapter options -> command-line flags
+# ------------------------------------------------------------------------------------------------
+def option_comments(options_cls) -> dict[str, str]:
+    """field name -> the ``#:`` comment on its line in the ``Options`` dataclass (or a base class)."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(options_cls.__mro__):
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s*(\w+)\s*:[^\n]*?#:\s*(.*)$", src, flags=re.M):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def adapter_cli_flags(adapter_cls, skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[tuple[str, ...], dict]]:
+    """``[(flags, argparse kwargs)]``, one per field of ``adapter_cls.Options`` not in ``skip``.
+
+    ``--field-name`` (underscores become dashes), the type from the annotation (int, float, str,
+    Path; a bool becomes ``--x/--no-x``; a tuple takes several values), ``default=None`` (the
+    dataclass default applies, shown in the help) and the field's ``#:`` comment as help. Use as
+    ``for flags, kw in adapter_cli_flags(cls): parser.add_argument(*flags, **kw)``.
+    """
+    import argparse
+    import typing
+    from pathlib import Path
+
+    try:
+        hints = typing.get_type_hints(adapter_cls.Options)
+    except Exception:  # unresolvable annotations: fall back to str
+        hints = {}
+    comments = option_comments(adapter_cls.Options)
+    out = []
+    for f in dataclasses.fields(adapter_cls.Options):
+        if f.name in skip or f.name.startswith("_"):
+            continue
+        hint = hints.get(f.name, str)
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        base = typing.get_origin(args[0]) or args[0]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        help_ = comments.get(f.name, "")
+        help_ = f"{help_} (default: {_jsonable(default)})" if help_ else f"default: {_jsonable(default)}"
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{adapter_cls.name}: {help_}"}
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif base in (tuple, list):
+            inner = [a for a in typing.get_args(args[0]) if a is not Ellipsis]
+            kw.update(nargs="+", type=inner[0] if inner and inner[0] in (int, float, str, Path) else str)
+        else:
+            kw["type"] = base if base in (int, float, str, Path) else str
+            kw["metavar"] = f.name.upper()
+        out.append((("--" + f.name.replace("_", "-"),), kw))
+    return out
