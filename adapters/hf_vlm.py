@@ -420,6 +420,38 @@ class HFVisionLanguageAdapter(Adapter):
         return inputs
 
 
+class ImageTextProcessor:
+    """A processor built from an image processor and a tokenizer, for models whose own processor class
+    cannot be built here (Qwen2-VL's wants torchvision for its video part).
+
+    ``__call__(images, text)`` runs the image processor, replaces the ``i``-th ``image_token`` of the
+    text by ``count(image_outputs, i)`` copies (as the model's processor does), tokenises, and with
+    ``token_types`` adds ``mm_token_type_ids`` (1 at image tokens, 0 elsewhere).
+    """
+
+    def __init__(self, image_processor, tokenizer, image_token: str, count: Callable[[Mapping, int], int],
+                 token_types: bool = False, chat_template: str | None = None):
+        self.image_processor, self.tokenizer, self.image_token = image_processor, tokenizer, image_token
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
+        self.count, self.token_types, self.chat_template = count, token_types, chat_template
+
+    def __call__(self, images=None, text=None, return_tensors: str = "pt", **kwargs):
+        img = dict(self.image_processor(images=images, return_tensors=return_tensors)) if images is not None else {}
+        k = 0
+        expanded = []
+        for t in text:
+            pieces = t.split(self.image_token)
+            out = pieces[0]
+            for piece in pieces[1:]:
+                out += self.image_token * int(self.count(img, k)) + piece
+                k += 1
+            expanded.append(out)
+        enc = dict(self.tokenizer(expanded, return_tensors=return_tensors, padding=True))
+        if self.token_types:
+            enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).to(torch.int32)
+        return {**enc, **img}
+
+
 def _read_mismatch(folder: Path) -> dict[int, dict]:
     """annotation id -> image record of a build-mismatch folder's ``annotations.json``."""
     f = folder / "annotations.json"
