@@ -9,7 +9,10 @@ Each subcommand is a module ``vlground.cli.<name>`` exposing
 Modules are imported only when their command runs, so ``vlground --help`` stays fast and a
 broken optional dependency of one command never breaks another. ``main(argv)`` is callable
 in-process (tests do so). A :class:`vlground.errors.VlgroundError` becomes a one-line
-``vlground: error: ...`` on stderr and exit status 2.
+``vlground: error: ...`` on stderr and exit status 2; an :class:`OSError` (an unwritable
+folder, a full disk, a file that vanished) becomes ``vlground: error: <path>: <what>`` and exit
+status 1. Every command writes through temporary names renamed into place, so what was already
+written is intact after either.
 """
 from __future__ import annotations
 
@@ -65,6 +68,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <what>`` on one line (``<what>`` alone when the error names no file)."""
+    what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    if exc.filename is None:
+        return what
+    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{exc.filename}{target}: {what}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
@@ -86,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VlgroundError as exc:
         print(f"vlground: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"vlground: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vlground: interrupted; finished work is kept, run again to resume", file=sys.stderr)
         return 130
