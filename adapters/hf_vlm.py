@@ -351,7 +351,7 @@ class HFVisionLanguageAdapter(Adapter):
     def batch(self, loaded: LoadedModel, items: list[ProbeItem]) -> ProbeBatch:
         from vlground.vision.layout import box_to_tokens
 
-        rows, extras, targets, positions, inside, spans = [], [], [], [], [], []
+        rows, extras, targets, positions, inside, spans, views = [], [], [], [], [], [], []
         for it in items:
             obj: ObjectItem = it.meta["object"]
             enc = self.encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
@@ -365,6 +365,7 @@ class HFVisionLanguageAdapter(Adapter):
             layout = self.image_layout(loaded, enc, obj.image_size)
             inside.append(torch.as_tensor(box_to_tokens(layout, obj.bbox, min_overlap=self.options.min_overlap).positions))
             spans.append(torch.as_tensor(layout.positions))
+            views.append(layout.grid_of())
         B, S, T = len(items), max(len(r) for r in rows), max(len(t) for t in targets)
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((B, S), pad, dtype=torch.long)
@@ -381,9 +382,15 @@ class HFVisionLanguageAdapter(Adapter):
             target_pos[b, len(targets[b]):] = positions[b][0]
             env_mask[b, inside[b]] = True
             env_span[b, spans[b]] = True
+        names = sorted({v for d in views for v in d.values()})
+        env_views = {n: torch.zeros((B, S), dtype=torch.bool) for n in names if len(names) > 1}
+        for b, d in enumerate(views):
+            for pos, n in d.items():
+                if n in env_views:
+                    env_views[n][b, pos] = True
         model_inputs = {"input_ids": input_ids, "attention_mask": attention}
         model_inputs.update(self._batch_extras(extras, [int(p[0]) + 1 for p in positions], S))
-        return ProbeBatch(list(items), model_inputs, target_ids, target_pos, env_mask, env_span)
+        return ProbeBatch(list(items), model_inputs, target_ids, target_pos, env_mask, env_span, env_views)
 
     def _batch_extras(self, extras: list[dict[str, torch.Tensor]], n_prompt: list[int], S: int) -> dict[str, torch.Tensor]:
         """Per-token extras (declared in ``token_inputs``, or integer ``[1, P]`` with ``P`` the prompt's

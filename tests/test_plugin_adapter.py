@@ -3,7 +3,6 @@ point in the ``vlground.adapters`` group, using only public hooks (no private me
 monkeypatch). It passes the conformance kit and runs ``vlground probe`` end to end."""
 from __future__ import annotations
 
-import json
 import re
 import sys
 import textwrap
@@ -115,6 +114,8 @@ def test_plugin_runs_through_the_cli(plugin, tmp_path, capsys):
     out = tmp_path / "o"
     rc = main(["probe", "--adapter", "myqwen", "--model", str(model), "--images", str(BUNDLED_IMAGES), "--annotations",
                str(ANNOTATIONS), "--mismatch", str(mm), "--device", "cpu", "--limit", "3", "--probes",
-               "behaviour,boxheads", "--out", str(out), "--no-report"])
+               "behaviour,boxheads", "--token-budget", "12", "--out", str(out), "--no-report"])
     assert rc == 0, capsys.readouterr().err
-    assert json.loads((out / "results.json").read_text())["checkpoints"][0]["n_pairs"] == 3
+    from vlground.results import load
+
+    assert load(out).checkpoint_rows()[0]["n_pairs"] == 3

@@ -120,11 +120,46 @@ def test_max_pixels_option_sets_the_number_of_image_tokens(qwen_dir, mismatch_di
 
 
 def test_probe_cli_end_to_end(qwen_dir, mismatch_dir, tmp_path, capsys):
+    from vlground.results import load
+
     out = tmp_path / "q"
     rc = main(["probe", "--adapter", "qwen2vl", "--model", str(qwen_dir), "--images", str(BUNDLED_IMAGES),
                "--annotations", str(ANNOTATIONS), "--mismatch", str(mismatch_dir), "--probes",
                "behaviour,boxheads,boxablation", "--device", "cpu", "--batch-size", "4", "--ablation-draws", "2",
-               "--limit", "6", "--out", str(out), "--no-report"])
+               "--limit", "6", "--max-pixels", str(8 * 8 * 30), "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
-    res = json.loads((out / "results.json").read_text())
-    assert res["checkpoints"][0]["n_pairs"] == 6
+    res = load(out)
+    (rec,) = res.checkpoint_rows()
+    assert rec["n_pairs"] == rec["box_items"] == 6
+    assert 0 < rec["box_chance_share"] < 1
+    heads = res.rows("heads")
+    assert len(heads) == 2 * 4 and all(0 <= h["inside_share"] <= 1 and 0 <= h["artefact_share"] <= 1 for h in heads)
+    assert all(h["inside_vs_chance"] >= 0 for h in heads)
+    items = res.rows("items")
+    assert all(r["n_image_tokens"] <= 30 and 0 < r["n_inside"] <= r["n_image_tokens"] for r in items)
+    # smart_resize of 600x400 to at most 1920 px: 32x48 px, 4x6 tokens of 8 px
+    assert "image 4x6 (merge 2)" in {r["layout"] for r in items}
+    html = (out / "report.html").read_text()
+    assert "inside_vs_chance" in html and "artefact_share" in html
+
+
+def test_chance_normalised_score_and_artefact_share_on_planted_saliency():
+    from vlground.engine.adapter import ProbeBatch
+    from vlground.probes.boxheads import comparable_measures
+
+    S = 12  # positions 2..9 are 8 image tokens; 3 and 4 inside the box (chance 2/8); position 9 an artefact
+    span = torch.zeros(1, S, dtype=torch.bool)
+    span[0, 2:10] = True
+    inside = torch.zeros(1, S, dtype=torch.bool)
+    inside[0, 3:5] = True
+    norms = torch.ones(1, S)
+    norms[0, 2:10] = torch.tensor([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 40.0])
+    rows = torch.zeros(1, 1, 2, S)
+    rows[0, 0, 0, 2:10] = 1.0  # even over the image: chance
+    rows[0, 0, 1, [3, 9]] = torch.tensor([1.0, 3.0])  # a quarter inside, three quarters on the artefact
+    rows[0, 0, 1, 11] = 7.0  # text tokens do not count
+    batch = ProbeBatch([], {}, torch.zeros(1, 1), torch.zeros(1, 1), inside, span)
+    cmp = comparable_measures([(batch, rows, norms)])
+    assert cmp["chance"].tolist() == [0.25] and cmp["n_artefacts"].tolist() == [1.0]
+    assert torch.allclose(cmp["inside_vs_chance"][0, 0], torch.tensor([1.0, 1.0]))
+    assert torch.allclose(cmp["artefact_share"][0, 0], torch.tensor([1 / 8, 0.75]))

@@ -217,19 +217,21 @@ def check_forward_path(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch)
 
 
 def _check_box_shares(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch) -> None:
-    """One box-heads step: saliency rows into the predicted position -> per-head inside-box shares in [0, 1]."""
-    match = [b for b, it in enumerate(batch.items) if it.condition == "match"] or list(range(len(batch)))
-    sub = adapter.batch(loaded, [batch.items[b] for b in match])
+    """One ``boxheads`` step on the match items: saliency rows into the predicted position through the
+    adapter -> per-head inside-box shares (:func:`vlground.probes.boxheads.head_inside_shares`) in [0, 1]."""
+    from vlground.probes.boxheads import head_inside_shares
+
+    match = [it for it in batch.items if it.condition == "match"] or list(batch.items)
+    sub = adapter.batch(loaded, match)
     rows = adapter.saliency(loaded, sub)  # [B, L, H, S]
     assert rows.dim() == 4 and rows.shape[0] == len(sub), f"saliency rows {tuple(rows.shape)} are not [B, L, H, S]"
     assert torch.isfinite(rows).all(), "saliency rows are not finite"
     for b, it in enumerate(sub.items):
-        span, inside = sub.env_span[b], sub.env_mask[b]
-        assert not (inside & ~span).any(), f"item {it.item_id}: env_mask marks positions outside env_span"
-        mass = rows[b][..., span.to(rows.device)].abs().sum(-1)
-        share = rows[b][..., inside.to(rows.device)].abs().sum(-1) / mass.clamp_min(1e-30)
-        assert ((share >= 0) & (share <= 1 + 1e-6)).all(), f"item {it.item_id}: inside-box shares outside [0, 1]"
-        assert (mass > 0).any(), f"item {it.item_id}: no saliency reaches the image tokens from the predicted position"
+        assert not (sub.env_mask[b] & ~sub.env_span[b]).any(), f"item {it.item_id}: env_mask marks positions outside env_span"
+    share, mass = head_inside_shares(rows, sub.env_mask, sub.env_span)
+    for b, it in enumerate(sub.items):
+        assert ((share[b] >= 0) & (share[b] <= 1 + 1e-6)).all(), f"item {it.item_id}: inside-box shares outside [0, 1]"
+        assert (mass[b] > 0).any(), f"item {it.item_id}: no saliency reaches the image tokens from the predicted position"
 
 
 def check_painted_boxes(adapter, loaded: LoadedModel, items: list[ProbeItem], white: float = 0.8, black: float = 0.2) -> None:

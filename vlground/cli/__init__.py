@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import sys
 from typing import Sequence
@@ -57,14 +58,18 @@ def _command_module(name: str):
     return importlib.import_module(f"vlground.cli.{COMMANDS[name]}")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="vlground", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
         if name == command:
-            _command_module(name).add_arguments(p)
+            mod = _command_module(name)
+            if "argv" in inspect.signature(mod.add_arguments).parameters:  # flags that depend on others (--adapter X)
+                mod.add_arguments(p, argv=argv)
+            else:
+                mod.add_arguments(p)
     return parser
 
 
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     try:
-        parser = build_parser(command)
+        parser = build_parser(command, argv)
     except ImportError as exc:  # an optional dependency of that one command
         print(f"vlground: error: {command}: {exc}", file=sys.stderr)
         return 2

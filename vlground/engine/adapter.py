@@ -95,6 +95,9 @@ class ProbeBatch:
     target_positions: torch.Tensor  #: long [B, T]: logits position scoring each sub-token
     env_mask: torch.Tensor  #: bool [B, S]: the referent's environment positions
     env_span: torch.Tensor | None = None  #: bool [B, S]: all environment positions
+    env_views: dict[str, torch.Tensor] = field(default_factory=dict)
+    """view name -> bool [B, S]: the environment positions of each view of an image (``base``,
+    ``tiles``, ``prefix``, ``separator``; see :mod:`vlground.vision.layout`); empty when not an image."""
 
     @property
     def predict_positions(self) -> torch.Tensor:
@@ -112,6 +115,7 @@ class ProbeBatch:
             target_positions=self.target_positions.to(device),
             env_mask=self.env_mask.to(device),
             env_span=None if self.env_span is None else self.env_span.to(device),
+            env_views={k: v.to(device) for k, v in self.env_views.items()},
         )
 
 
@@ -277,58 +281,29 @@ def _jsonable(v):
 # ------------------------------------------------------------------------------------------------
 # Adapter options -> command-line flags
 # ------------------------------------------------------------------------------------------------
-def option_comments(options_cls) -> dict[str, str]:
-    """field name -> the ``#:`` comment on its line in the ``Options`` dataclass (or a base class)."""
-    import inspect
-    import re
-
-    out: dict[str, str] = {}
-    for klass in reversed(options_cls.__mro__):
-        try:
-            src = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for m in re.finditer(r"^\s*(\w+)\s*:[^\n]*?#:\s*(.*)$", src, flags=re.M):
-            out[m.group(1)] = m.group(2).strip()
-    return out
-
-
-def adapter_cli_flags(adapter_cls, skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[tuple[str, ...], dict]]:
-    """``[(flags, argparse kwargs)]``, one per field of ``adapter_cls.Options`` not in ``skip``.
-
-    ``--field-name`` (underscores become dashes), the type from the annotation (int, float, str,
-    Path; a bool becomes ``--x/--no-x``; a tuple takes several values), ``default=None`` (the
-    dataclass default applies, shown in the help) and the field's ``#:`` comment as help. Use as
-    ``for flags, kw in adapter_cli_flags(cls): parser.add_argument(*flags, **kw)``.
-    """
-    import argparse
+def adapter_cli_flags(adapter_cls, skip=frozenset()) -> list[tuple[list[str], dict]]:
+    """``[(flags, argparse kwargs)]``, one per field of ``adapter_cls.Options`` not in ``skip``:
+    ``--field-name`` with the type, ``#:`` help and default of the field (:func:`vlground.options.argument_spec`;
+    ``Path`` fields parse as paths). Use: ``for flags, kw in adapter_cli_flags(cls): parser.add_argument(*flags, **kw)``."""
     import typing
     from pathlib import Path
 
-    try:
-        hints = typing.get_type_hints(adapter_cls.Options)
-    except Exception:  # unresolvable annotations: fall back to str
-        hints = {}
-    comments = option_comments(adapter_cls.Options)
+    from vlground.options import _default, _show, argument_spec, field_help
+
+    hints = typing.get_type_hints(adapter_cls.Options)
+    helps: dict[str, str] = {}
+    for klass in reversed(adapter_cls.Options.__mro__):  # comments of inherited fields live in the base classes
+        if dataclasses.is_dataclass(klass):
+            helps.update(field_help(klass))
     out = []
     for f in dataclasses.fields(adapter_cls.Options):
-        if f.name in skip or f.name.startswith("_"):
+        if f.name in skip:
             continue
-        hint = hints.get(f.name, str)
-        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        base = typing.get_origin(args[0]) or args[0]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_ = comments.get(f.name, "")
-        help_ = f"{help_} (default: {_jsonable(default)})" if help_ else f"default: {_jsonable(default)}"
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{adapter_cls.name}: {help_}"}
-        if base is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif base in (tuple, list):
-            inner = [a for a in typing.get_args(args[0]) if a is not Ellipsis]
-            kw.update(nargs="+", type=inner[0] if inner and inner[0] in (int, float, str, Path) else str)
-        else:
-            kw["type"] = base if base in (int, float, str, Path) else str
-            kw["metavar"] = f.name.upper()
-        out.append((("--" + f.name.replace("_", "-"),), kw))
+        flags, kw = argument_spec(adapter_cls.Options, f)
+        if Path in (hints[f.name], *typing.get_args(hints[f.name])):
+            kw["type"] = Path
+        default = _default(f)
+        shown = f" (default: {_show(default)})" if default is not None else ""
+        kw["help"] = f"{adapter_cls.name}: {helps.get(f.name, '')}{shown}"
+        out.append((flags, kw))
     return out
