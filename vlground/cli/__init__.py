@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import logging
 import sys
 from typing import Sequence
 
@@ -47,6 +46,29 @@ _HELP = {
 }
 
 
+#: command name -> examples shown at the end of its --help
+EXAMPLES = {
+    "check-chat": ["vlground check-chat transcripts/", "vlground check-chat Brown.zip --errors-only"],
+    "build-corpus": ["vlground build-corpus transcripts/ Brown.zip --out corpora/childes",
+                     "vlground build-corpus --visdial visdial_1.0_train.json --images coco/train2014 "
+                     "--annotations coco/instances_train2014.json --out corpora/visdial"],
+    "train": ["vlground train --corpus corpora/childes --arch transformer --size tiny --seed 0 --out runs/tf-s0",
+              "vlground train --corpus corpora/childes --arch lstm --seeds 0,1,2 --out runs/lstm --log-with tensorboard",
+              "tensorboard --logdir runs/lstm  # loss, val loss, lr, tokens/s, grad norm"],
+    "probe": ["vlground probe --adapter childes --run runs/tf-s0 runs/tf-s1 --out probes/tf",
+              "vlground probe --adapter childes --run runs/tf-s0 --probes behaviour,saliency,heads --mechanistic-checkpoints 0,500,last --out probes/tf-mech",
+              "vlground probe --adapter llava15 --model llava-hf/llava-1.5-7b-hf --images coco/val2017 "
+              "--annotations coco/instances.json --mismatch mismatch/ --probes behaviour,saliency,boxheads --out probes/llava"],
+    "check-adapter": ["vlground check-adapter qwen2vl --model Qwen/Qwen2-VL-7B-Instruct --images coco/val2017 "
+                      "--annotations coco/instances.json --mismatch mismatch/ --limit 8",
+                      "vlground check-adapter mypkg.adapters:MyVLMAdapter --help  # the adapter's own flags"],
+    "build-mismatch": ["vlground build-mismatch --annotations coco/instances.json --images coco/val2017 --inpaint --out mismatch/"],
+    "demo": ["vlground demo --quick   # a smoke test, about a minute",
+             "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
+             "vlground demo --vision  # the vision testbed"],
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (``vlground build-corpus: error: ...; see --help``), exit 2."""
 
@@ -59,11 +81,18 @@ def _command_module(name: str):
 
 
 def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = _Parser(prog="vlground", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    from vlground import __version__
+
+    parser = _Parser(prog="vlground", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="examples:\n  vlground demo --quick\n  vlground <command> --help")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: progress details (INFO); -vv: debug, with third-party logs")
+    parser.add_argument("--version", action="version", version=f"vlground {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.get(name, []))
+        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name], epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v: details (INFO); -vv: debug")
         if name == command:
             mod = _command_module(name)
             if "argv" in inspect.signature(mod.add_arguments).parameters:  # flags that depend on others (--adapter X)
@@ -91,10 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vlground: error: {command}: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from vlground.cli.terminal import configure
+
+    configure(args.verbose)
     if args.command is None:
         parser.print_help()
         return 0

@@ -121,6 +121,7 @@ class TrainConfig:
     seeds: list[int] | None = _f(None, "comma-separated seeds for a sweep, e.g. 0,1,2,3,4 (runs in OUT/seed-<k>/)")
     resume: bool = _f(False, "continue from the latest complete checkpoint in the run folder")
     progress: bool = _f(True, "show a progress bar")
+    log_with: str | None = _f(None, "experiment trackers: tensorboard, wandb, mlflow or all (comma list); files in OUT/tracking/")
     overrides: dict[str, Any] = _f(None, "training options over the config file (Hyper fields)", cli=False)
     model_overrides: dict[str, Any] = _f(None, "model kwargs over the config file's \"model\"", cli=False)
     stop_after: int | None = _f(None, "stop after this step without a checkpoint, as if killed (for tests)", cli=False)

@@ -28,6 +28,7 @@ import vlground
 from vlground.corpus.format import Corpus, write_json
 from vlground.errors import InputError
 from vlground.train import checkpoint as ckpt
+from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
 from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
 from vlground.train.models import WIDTH_KEYS, build_model
@@ -106,7 +107,9 @@ def _train_one(cfg: TrainConfig) -> None:
         "vlground_version": vlground.__version__,
     }
     run = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision))
+    trackers = tracking.parse_log_with(cfg.log_with)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision), log_with=trackers or None,
+                              project_dir=tracking.tracking_dir(run) if trackers else None)
     main = accelerator.is_main_process
     W, rank = accelerator.num_processes, accelerator.process_index
     if B % W:
@@ -149,6 +152,9 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
                                          "n_train": int(len(train_idx)), "val": val_idx.tolist()})
         _save_npy(run / "order.npy", order)
+    trackers = tracking.parse_log_with(cfg.log_with)
+    if trackers:
+        accelerator.init_trackers(f"{arch}-seed{cfg.seed}", config=tracking.flat_config(spec))
     start = 0
     if resume_from is not None:
         with accelerator.main_process_first():  # the main process moves damaged checkpoints aside
@@ -168,6 +174,8 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
                                  {**info, "chunks_seen": step * B, "tokens_seen": step * B * corpus.chunk_len,
                                   "val_loss": val})
             _append_log(run, {"step": step, "val_loss": val})
+            if trackers:
+                accelerator.log({"val/loss": val}, step=step)
         accelerator.wait_for_everyone()
 
     if resume_from is None:
@@ -186,8 +194,8 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id, images).items()}
         loss = model(**embed_inputs(embedder, batch)).loss
         accelerator.backward(loss)
-        if h.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
+        # the norm is measured every step (logged as grad_norm); an infinite bound clips nothing
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip if h.grad_clip > 0 else math.inf)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -199,8 +207,12 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
             seconds = time.perf_counter() - window_start - excluded
             rec = {"step": step, "loss": round(mean, 5), "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+            if grad_norm is not None:
+                rec["grad_norm"] = round(float(grad_norm), 5)
             if main:
                 _append_log(run, rec)
+                if trackers:
+                    accelerator.log(tracking.scalars(rec, "train"), step=step)
             bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             loss_sum.zero_()
             n_window, tokens = 0, 0
@@ -214,6 +226,8 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
             log.info("stopping after step %d (stop_after)", step)
             break
     bar.close()
+    if trackers:
+        accelerator.end_training()
 
 
 @torch.no_grad()
