@@ -204,3 +204,8 @@ def test_file_structure_and_id_consistency():
 def test_mor_terminator_matches_main_tier():
     assert errors("*CHI:\thello ? [+ bch]", "%mor:\tco|hello ?") == set()
     assert errors("*CHI:\thello ?", "%mor:\tco|hello .") == {(8, "E716")}
+
+
+@pytest.mark.parametrize("main_tier", ["XXX want .", "I want Yyy [!] .", "xx ."])
+def test_untranscribed_is_lower_case(main_tier):
+    assert errors(f"*CHI:\t{main_tier}") == {(7, "E241")}

@@ -37,7 +37,8 @@ LINKERS = frozenset({"+<", "++", "+^", "+\"", "+,", "+\u224b", "+\u2248"})
 _W = r"[^\W\u02b0-\u02ff]"  # a word character that is not a modifier letter (stress marks)
 _PLAIN = re.compile(rf"(?:[{_W[1:-1]}'\-]+ )+(?:, (?:[{_W[1:-1]}'\-]+ )+)*[.?!]")
 _UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xxx|yyy|www)(?!\S)")  # not aligned: not plain words
-_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xx|yy|ww)(?!\S)")
+# xx yy ww (any case), and XXX Xxx ... : untranscribed material is written xxx yyy www
+_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:(?i:xx|yy|ww)|(?!xxx|yyy|www)(?i:xxx|yyy|www))(?!\S)")
 _TOKEN = re.compile(r"\[[^\]\[]*\]|\[|\]|\x15[^\x15]*\x15|\x15|[^\s\[\]\x15]+")
 _BULLET = re.compile(r"\x15(\d+)_(\d+)(-?)\x15")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x02\x01 / \x02\x02
@@ -114,7 +115,7 @@ class MainTier:
         stripped = text.strip()
         if _PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped):
             if _ILLEGAL_UNTRANSCRIBED.search(stripped):
-                self.err("E241", "xx, yy and ww are not legal; use xxx, yyy or www")
+                self.err("E241", "xx, yy, ww and upper-case XXX YYY WWW are not legal; use xxx, yyy or www")
             return (*_plain_counts(stripped), [])
         return self._tokens(stripped)
 
@@ -332,7 +333,7 @@ class MainTier:
         if tok in ("xxx", "yyy", "www"):
             items.append(["untranscribed", 0, 1 if tok != "www" else 0])
             return "untranscribed"
-        if tok in ("xx", "yy", "ww"):
+        if len(tok) < 4 and tok.lower() in ("xx", "yy", "ww", "xxx", "yyy", "www"):
             self.err("E241", f"{tok!r} is not legal; use xxx, yyy or www")
             return None
         if first == "0":
