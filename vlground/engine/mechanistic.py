@@ -173,22 +173,17 @@ def lens_probe(adapter: Adapter, loaded: LoadedModel, items: list[ProbeItem], cf
     (``<checkpoint>/tuned-lens/``, reused when its unembedding hash matches); then the
     target's surprisal per layer in the match condition (env2lan), and the held-out KL."""
     from vlground.mechanism.errors import MechanismError
-    from vlground.mechanism.lens import LensBatch, LensTrainConfig, TunedLens, fit_lens, lens_kl, lens_surprisal
+    from vlground.mechanism.lens import LazyLensBatches, LensTrainConfig, TunedLens, fit_lens, lens_kl, lens_surprisal, split_held_out
 
     unembedding = adapter.unembed(loaded)
     inputs = adapter.lens_batches(loaded)
     if unembedding is None or not inputs:
         return ProbeOutput(notes=[f"lens: skipped for {loaded.checkpoint.key} (no unembedding or no held-out text)"])
 
-    def lens_batch(model_inputs: dict) -> LensBatch:
-        model_inputs = {k: v.to(loaded.device) for k, v in model_inputs.items()}
-        with torch.no_grad():
-            out = loaded.model(**model_inputs, output_hidden_states=True)
-        return LensBatch([h.detach() for h in out.hidden_states], out.logits.detach(), model_inputs.get("attention_mask"))
-
-    batches = [lens_batch(b) for b in inputs]
-    train, held = (batches[:-1], batches[-1:]) if len(batches) > 1 else (batches, batches)
-    n_layers, d_model = len(batches[0].hidden_states) - 1, batches[0].hidden_states[0].shape[-1]
+    batches = LazyLensBatches(loaded.model, inputs, loaded.device)  # activations computed per step, not kept
+    train, held = split_held_out(batches)
+    first = batches[0]
+    n_layers, d_model = len(first.hidden_states) - 1, first.hidden_states[0].shape[-1]
     lens_dir = Path(loaded.checkpoint.path) / "tuned-lens"
     lens, notes = None, []
     if lens_dir.is_dir():
