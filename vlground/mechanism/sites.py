@@ -27,6 +27,7 @@ __all__ = [
     "AttentionSites",
     "register_sites",
     "resolve_sites",
+    "has_attention_sites",
     "attention_layer_indices",
     "get_module",
     "layer_number",
@@ -100,6 +101,11 @@ def resolve_sites(model: nn.Module) -> AttentionSites:
             "(pass an AttentionSites yourself)"
         )
     return _RESOLVERS[model_type](model)
+
+
+def has_attention_sites(model: nn.Module) -> bool:
+    """Whether sites are registered for the model's ``config.model_type`` (False for an LSTM, a pure Mamba-2)."""
+    return getattr(getattr(model, "config", None), "model_type", None) in _RESOLVERS
 
 
 def attention_layer_indices(model: nn.Module) -> list[int]:
