@@ -220,9 +220,12 @@ def ablation(res) -> Section | None:
     if not rows:
         return None
     cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
-            "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "reason"]
+            "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "control_pool", "reason"]
+    rules = sorted({str(r.get("gather_rule")) for r in res.records("ablation") if r.get("gather_rule")})
+    rule = (f" Gather rule: {html.escape(', '.join(rules))} (strip: a row holds &ge; the threshold of the head's saliency; "
+            "strip-minus-dot: without its largest cell).") if rules else ""
     body = ("<p class=note>Zeroing the heads of a type against as many random control heads; p: one-sided paired Wilcoxon, "
-            "intervention &gt; control.</p>" + table(rows, cols))
+            f"intervention &gt; control. Layers are 1-based.{rule}</p>" + table(rows, cols))
     return Section("Head ablation", body)
 
 
