@@ -110,8 +110,11 @@ class TunedLens(nn.Module):
 
         from safetensors.torch import save_file
 
+        from vlground.corpus.format import clean_stale_temps
+
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(directory)  # a killed writer's temporary folder
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
         try:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
