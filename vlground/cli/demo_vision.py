@@ -89,14 +89,9 @@ def run(args: argparse.Namespace) -> int:
     driver.summary(outcome, sys.stderr)
     if not outcome.ok or outcome.report is None:
         return 1
-    from vlground.results import load
+    from vlground.report.verdicts import final_verdicts
 
-    last = [r for r in load(outcome.report.parent).checkpoint_rows() if r["step"] == steps]
-    if last:
-        m = sum(r["match_surprisal"] for r in last) / len(last)
-        mm_ = sum(r["mismatch_surprisal"] for r in last) / len(last)
-        p = max(r["p_value"] if r["p_value"] is not None else 1.0 for r in last)
-        print(f"      last checkpoint, mean over seeds: match {m:.3f}  mismatch {mm_:.3f}  information gain {mm_ - m:+.3f}  "
-              f"p <= {p:.2g} (every seed)")
+    for v in final_verdicts(outcome.report.parent):
+        print(f"      {v['text']}")
     print(f"report: {outcome.report.resolve()}  ({time.perf_counter() - t0:.0f} s)")
     return 0
