@@ -193,3 +193,12 @@ def test_separator_tokens_are_not_artefacts():
     cmp = comparable_measures([(batch, rows, norms)])
     assert cmp["n_artefacts"].tolist() == [0.0]
     assert torch.allclose(cmp["view:separator"][0, 0, 0], torch.tensor(1 / 8))
+
+
+def test_bfloat16_with_a_device_map_passes_the_kit(qwen_dir, mismatch_dir):
+    """The 7B loading path (``--dtype bfloat16 --device-map ...``), here with every layer on the CPU."""
+    adapter = make(qwen_dir, mismatch_dir, dtype="bfloat16", device_map="cpu", limit=3)
+    assert adapter.load_kwargs()["device_map"] == "cpu"
+    loaded = adapter.load(adapter.checkpoints()[0])
+    assert loaded.model.dtype == torch.bfloat16
+    check_adapter(adapter, max_items=4)
