@@ -158,7 +158,10 @@ def attention_saliency(
         out_maps = torch.zeros(shape, dtype=torch.float32)
         handles = [a.register_hook(_fill(out_maps, k, a, rows_at if predict_row_only else None)) for k, a in enumerate(chosen)]
         try:
-            torch.autograd.grad(loss, inputs_embeds, allow_unused=True)
+            # The backward pass only needs to reach the lowest chosen map: every other chosen map is
+            # on the path from the loss to it, so every hook fires; its gradient is the only one returned.
+            lowest = chosen[min(range(len(keep)), key=lambda k: keep[k])]
+            torch.autograd.grad(loss, lowest, allow_unused=True)
         finally:
             for h in handles:
                 h.remove()
@@ -175,6 +178,9 @@ def _fill(out: torch.Tensor, k: int, att: torch.Tensor, rows_at: torch.Tensor | 
                 at = rows_at.to(grad.device)
                 b = torch.arange(at.shape[0], device=grad.device)
                 prod = grad[b, :, at].float() * a[b, :, at].float()
+            elif grad.dtype == a.dtype == torch.float32 and grad.device.type == "cpu":
+                torch.mul(grad, a, out=out[:, k])  # no temporary
+                return None
             else:
                 prod = grad.float() * a.float()
             out[:, k].copy_(prod)
