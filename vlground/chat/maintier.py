@@ -45,6 +45,10 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x0
 _UNDERLINE = re.compile("\x02[\x01\x02]")
 _PAUSE = re.compile(r"\(\.{1,3}\)|\((\d+:)?\d*\.?\d*\)")
 _CA_OMISSION = re.compile(r"\([^\s()]*[^\W\d_][^\s()]*\)")  # (word): the whole token in parentheses
+#: languages whose words may hold digits (tone numbers ...), TalkBank's validNumberLanguages
+NUMBER_LANGUAGES = frozenset("zho cym vie tha nan yue min hak".split())
+DIGIT = re.compile(r"[1-9]|\S0")  # a digit that is not the omission prefix 0word
+_PRECODE = re.compile(r"\[- ([a-z]{2,3})\]")
 _OTHER_SPOKEN = re.compile(r"&\*([A-Za-z0-9_']+):(\S+)")
 _P = r"\((?:\.{1,3}|\d+(?::\d+)?\.\d*)\)"
 _GLUED_PAUSE = re.compile(rf"[^\W_]{_P}|{_P}[^\W_]")  # a pause glued to a letter or digit
@@ -83,11 +87,13 @@ class MainTier:
 
     def __init__(self, checker: "Checker", u: "RawUtterance", index: int, multilingual: bool,
                  longs: list, ca_mode: bool = False,
-                 participants: dict[str, str] | None = None) -> None:
+                 participants: dict[str, str] | None = None,
+                 languages: list[str] | None = None) -> None:
         self.c, self.u, self.index = checker, u, index
         self.multilingual, self.longs = multilingual, longs
         self.ca_mode = ca_mode  #: @Options: CA: terminator optional, (word) omissions legal
         self.participants = participants or {}  #: for &*SPK:word; empty: not checked
+        self.languages = languages or []  #: @Languages (digits in words: E220)
         self.line = u.line
 
     def err(self, code: str, message: str) -> None:
@@ -113,7 +119,8 @@ class MainTier:
         if CONTROL.search(text):
             self.err("E315", "control character in main tier")
         stripped = text.strip()
-        if _PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped):
+        if (_PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped)
+                and not (self.languages and DIGIT.search(stripped))):
             if _ILLEGAL_UNTRANSCRIBED.search(stripped):
                 self.err("E241", "xx, yy, ww and upper-case XXX YYY WWW are not legal; use xxx, yyy or www")
             return (*_plain_counts(stripped), [])
@@ -342,11 +349,26 @@ class MainTier:
         if tok.strip("#") == "":
             self.err("E309", f"unexpected {tok!r}")
             return None
+        if DIGIT.search(tok) and not self._digits_allowed(tok):
+            self.err("E220", f"{tok!r}: digits in a word (write numbers as words)")
         if first == "(" and not self.ca_mode and _CA_OMISSION.fullmatch(tok):
             self.err("E212", f"{tok!r}: a CA omission (word) needs @Options: CA (else use 0word)")
         self._check_word(tok)
         items.append(["word", 1, 1])
         return "word"
+
+    def _digits_allowed(self, tok: str) -> bool:
+        """Digits are legal in words of a few languages: the word's ``@s:lang``, else the
+        utterance's ``[- lang]``, else any of @Languages (no @Languages: not checked)."""
+        base, _, form = tok.partition("@")
+        if not DIGIT.search(_OVERLAP.sub("", base)):
+            return True  # the digits are overlap indices (⌈2) or in the form marker (@z:x1)
+        if form.startswith("s:"):
+            return not NUMBER_LANGUAGES.isdisjoint(re.split(r"[+&]", form[2:]))
+        precode = _PRECODE.search(self.u.text)
+        if precode:
+            return precode.group(1) in NUMBER_LANGUAGES
+        return not self.languages or not NUMBER_LANGUAGES.isdisjoint(self.languages)
 
     def _check_word(self, tok: str) -> None:
         if "@" in tok:

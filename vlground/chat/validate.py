@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from vlground.chat.fast import COMMON
 from vlground.chat.headers import SPEAKER, HeaderInfo, check_headers
-from vlground.chat.maintier import CONTROL, MainTier, common_tier_counts
+from vlground.chat.maintier import CONTROL, DIGIT, NUMBER_LANGUAGES, MainTier, common_tier_counts
 from vlground.chat.tiers import check_dependents
 from vlground.chat.types import Problem
 
@@ -62,6 +62,9 @@ class Checker:
         points: list[list[str]] = []  # per utterance: overlap begin marks (⌈, ⌊2, ...)
         no_points: list[str] = []  # shared by every fast-path utterance (never changed)
         multilingual = len(languages) > 1
+        # digits in words are checked on the token pass (E220); most languages ban them
+        digits_checked = bool(languages) and NUMBER_LANGUAGES.isdisjoint(languages)
+        digit = DIGIT.search
         ca_mode = self.info.ca_mode
         problems = self.problems
         good_speakers: set[str] = set()
@@ -83,6 +86,7 @@ class Checker:
             # fast path: common well-formed markup passes every main-tier check (fast.py)
             stripped = text.strip()
             u.fast = ("\x15" not in text and "\x02" not in text and ", ," not in text
+                      and not (digits_checked and digit(text))
                       and common(stripped) is not None and CONTROL.search(text) is None)
             if u.fast:
                 points.append(no_points)
@@ -92,7 +96,7 @@ class Checker:
                     check_dependents(self.add, u, counts)
             else:
                 mor, pho, marks = MainTier(self, u, index, multilingual, longs, ca_mode,
-                                           participants).run()
+                                           participants, languages).run()
                 points.append(marks)
                 check_dependents(self.add, u, (mor, pho))
             if len(problems) > start and any(p.severity == "error" for p in problems[start:]):
