@@ -16,6 +16,7 @@ and skip the token pass.
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from vlground.chat.fast import COMMON
@@ -26,6 +27,8 @@ from vlground.chat.types import Problem
 
 if TYPE_CHECKING:
     from vlground.chat.reader import RawUtterance
+
+_ANY_DIGIT = re.compile(r"[0-9]")
 
 #: headers that may appear between a main tier and its dependent tiers without ending it
 HEADERS_INSIDE_UTTERANCE_BLOCK: frozenset[str] = frozenset()
@@ -63,7 +66,8 @@ class Checker:
         no_points: list[str] = []  # shared by every fast-path utterance (never changed)
         multilingual = len(languages) > 1
         # digits in words are checked on the token pass (E220); most languages ban them
-        digits_checked = bool(languages) and NUMBER_LANGUAGES.isdisjoint(languages)
+        digits_checked = (bool(languages) and NUMBER_LANGUAGES.isdisjoint(languages)
+                          and _ANY_DIGIT.search("\n".join([u.text for u in utts])) is not None)
         digit = DIGIT.search
         ca_mode = self.info.ca_mode
         problems = self.problems
