@@ -28,7 +28,7 @@ from vlground.chat.types import Problem
 if TYPE_CHECKING:
     from vlground.chat.reader import RawUtterance
 
-_ANY_DIGIT = re.compile(r"[0-9]")
+_TIMED_PAUSE = re.compile(r"\([0-9:.]+\)")
 
 #: headers that may appear between a main tier and its dependent tiers without ending it
 HEADERS_INSIDE_UTTERANCE_BLOCK: frozenset[str] = frozenset()
@@ -67,7 +67,7 @@ class Checker:
         multilingual = len(languages) > 1
         # digits in words are checked on the token pass (E220); most languages ban them
         digits_checked = (bool(languages) and NUMBER_LANGUAGES.isdisjoint(languages)
-                          and _ANY_DIGIT.search("\n".join([u.text for u in utts])) is not None)
+                          and DIGIT.search("\n".join([u.text for u in utts])) is not None)
         digit = DIGIT.search
         ca_mode = self.info.ca_mode
         problems = self.problems
@@ -90,7 +90,7 @@ class Checker:
             # fast path: common well-formed markup passes every main-tier check (fast.py)
             stripped = text.strip()
             u.fast = ("\x15" not in text and "\x02" not in text and ", ," not in text
-                      and not (digits_checked and digit(text))
+                      and not (digits_checked and digit(text) and digit(_TIMED_PAUSE.sub("", text)))
                       and common(stripped) is not None and CONTROL.search(text) is None)
             if u.fast:
                 points.append(no_points)
