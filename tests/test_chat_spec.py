@@ -227,3 +227,10 @@ def test_digits_in_words_by_language():
     assert errors("*CHI:\tsay hao3@s:zho .") == set()  # the word's language writes digits
     text = chat("*CHI:\tni3 hao3 .").replace("eng", "zho")
     assert read_chat_text(text, "t.cha").ok
+
+
+@pytest.mark.parametrize("text", ["he 0is here", "a0b", "0", "x 10", "(0.5)", "abc", "\n0x", " 0", "w9"])
+def test_has_digit_is_digit_search(text):
+    from vlground.chat.maintier import DIGIT, has_digit
+
+    assert has_digit(text) == bool(DIGIT.search(text))
