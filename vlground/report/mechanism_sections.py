@@ -44,8 +44,11 @@ def render(results, plot_dir: Path, img, table) -> list[str]:
     abl = results.rows("ablation")
     if abl:
         cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
-                "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "reason"]
-        out.append("<h2>Head ablation</h2>" + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
+                "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "control_pool", "reason"]
+        rules = sorted({str(r.get("gather_rule")) for r in results.records("ablation") if r.get("gather_rule")})
+        note = (f"<p class=note>Gather rule: {html.escape(', '.join(rules))} (strip: a row holds &ge; the threshold of the "
+                "head's saliency; strip-minus-dot: without its largest cell). Layers are 1-based.</p>") if rules else ""
+        out.append("<h2>Head ablation</h2>" + note + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
     return out
 
 
