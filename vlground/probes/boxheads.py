@@ -194,4 +194,8 @@ class BoxHeadsProbe(Probe):
         if views:
             notes.append("boxheads: image saliency by view: " + ", ".join(
                 f"{v} {float(m.mean()):.1%}" for v, m in views.items()) + " (mean over heads and items)")
-        return ProbeResult(record=record, tables={"heads": rows}, arrays={"inside_share": share.numpy()}, notes=notes)
+        from vlground.probes.overlays import overlay_example  # the report's image example
+
+        fields, example = overlay_example(ctx, parts, share, site)
+        record.update(fields)
+        return ProbeResult(record=record, tables={"heads": rows}, arrays={"inside_share": share.numpy(), **example}, notes=notes)
