@@ -75,10 +75,27 @@ def test_bundled_sweep_files(name, runs):
 
     sw = spec.load(spec_path(name))
     assert sum(t.kind == "train" for t in sw.tasks) == runs
-    if name == "paper-text":
-        variants = {t.id for t in sw.tasks if t.kind == "build-corpus"}
-        assert variants == {f"build-corpus/childes{s}" for s in ("", "-drop25", "-drop50", "-drop75", "-drop100")}
+    if name == "paper-text":  # one corpus; each ablation run drops its own subset (train --drop-cooc)
+        assert [t.id for t in sw.tasks if t.kind == "build-corpus"] == ["build-corpus/childes"]
         assert all("--size" in t.args[0] and "paper" in t.args[0] for t in sw.tasks if t.kind == "train")
+        ablation = {t.run: t.args[0] for t in sw.tasks if t.kind == "train" and "-drop" in t.run}
+        assert len(ablation) == 20 and all(a[a.index("--drop-cooc") + 1] in ("0.25", "0.5", "0.75", "1.0") for a in ablation.values())
+
+
+def test_drop_in_train_shares_one_corpus(tmp_path):
+    data = tiny(tmp_path, grid=[{"archs": ["transformer"], "seeds": [0, 1], "drop_cooc": [0.0, 0.5], "drop_in": "train"}])
+    sw = spec.from_dict(data)
+    assert [t.id for t in sw.tasks if t.kind == "build-corpus"] == ["build-corpus/c"]
+    train = {t.run: t.args[0] for t in sw.tasks if t.kind == "train"}
+    assert set(train) == {"transformer/c/seed-0", "transformer/c/seed-1", "transformer/c-drop50/seed-0", "transformer/c-drop50/seed-1"}
+    assert all(a[a.index("--corpus") + 1] == str(tmp_path / "corpora" / "c") for a in train.values())
+    assert "--drop-cooc" not in train["transformer/c/seed-0"]
+    argv = train["transformer/c-drop50/seed-1"]
+    assert argv[argv.index("--drop-cooc") + 1] == "0.5"
+    from vlground.cli import build_parser
+
+    args = build_parser("train").parse_args(argv)  # the train command accepts what the sweep gives it
+    assert args.h_drop_cooc == 0.5 and args.seed == 1
 
 
 def test_dry_run_lists_tasks_and_states(tmp_path, capsys):

@@ -11,6 +11,8 @@ A sweep file::
         options: {chunk_len: 512}   # further build-corpus flags (``chunk_len`` -> ``--chunk-len``)
     grid:                           # blocks; each is archs x seeds x drop_cooc (x vision_init) on one corpus
       - {archs: [transformer, lstm], seeds: [0, 1], corpus: childes, drop_cooc: [0.0, 0.5]}
+        # drop_in: corpus (default: build-corpus --drop-cooc, one subset shared by every seed) or
+        # train (vlground train --drop-cooc: each seed leaves out its own subset; docs/corpus.md)
     train: {steps: 20000}           # training options over the config file (``vlground train --steps`` ...)
     probe:                          # ``vlground probe`` on each run
       adapter: childes
@@ -44,7 +46,7 @@ SOURCES = ("chat", "visdial", "generated", "path")
 #: resources of a task kind when the sweep file says nothing
 DEFAULT_RESOURCES = {kind: {"num_cpus": 1, "num_gpus": 0} for kind in KINDS}
 _TOP = {"out", "size", "corpora", "grid", "train", "probe", "resources", "retries", "report_every_s"}
-_BLOCK = {"archs", "seeds", "corpus", "drop_cooc", "vision_init", "size", "train", "model", "label"}
+_BLOCK = {"archs", "seeds", "corpus", "drop_cooc", "drop_in", "vision_init", "size", "train", "model", "label"}
 
 
 @dataclass(frozen=True)
@@ -217,26 +219,31 @@ def expand(data: dict, out: Path, where: str | Path = "<sweep>") -> list[Task]:
         if any(not 0 <= d <= 1 for d in drops):
             raise InputError(f"{at}: drop_cooc levels are fractions in [0, 1], got {drops}")
         inits = list(block.get("vision_init", ["pretrained"]))
+        drop_in = block.get("drop_in", "corpus")
+        if drop_in not in ("corpus", "train"):
+            raise InputError(f"{at}: drop_in: corpus or train, got {drop_in!r}")
         size = block.get("size", data.get("size", "tiny"))
         train_opts = {**(data.get("train") or {}), **(block.get("train") or {})}
         for drop in drops:
             for init in inits:
-                vid = variant_id(name, drop, init)
-                if vid not in corpus_dirs:
-                    folder, task = _corpus_task(name, corpora[name], drop, init, out, where)
-                    corpus_dirs[vid] = folder
+                corpus_drop = drop if drop_in == "corpus" else 0.0
+                cid, vid = variant_id(name, corpus_drop, init), variant_id(name, drop, init)
+                if cid not in corpus_dirs:
+                    folder, task = _corpus_task(name, corpora[name], corpus_drop, init, out, where)
+                    corpus_dirs[cid] = folder
                     if task is not None:
-                        corpus_tasks[vid] = task
+                        corpus_tasks[cid] = task
                 for arch in archs:
                     label = str(block.get("label", "{arch}")).format(arch=arch, size=size)
                     for seed in seeds:
                         rid = f"{label}/{vid}/seed-{seed}"
                         run_dir, probe_dir = str(out / "runs" / rid), str(out / "probes" / rid)
-                        argv = ["train", "--corpus", corpus_dirs[vid], "--out", run_dir, "--arch", arch, "--size", str(size),
-                                "--seed", str(seed), "--resume", "--no-progress", *_flags(train_opts, f"{at}.train")]
+                        run_opts = {**train_opts, "drop_cooc": drop} if drop_in == "train" and drop > 0 else train_opts
+                        argv = ["train", "--corpus", corpus_dirs[cid], "--out", run_dir, "--arch", arch, "--size", str(size),
+                                "--seed", str(seed), "--resume", "--no-progress", *_flags(run_opts, f"{at}.train")]
                         for k, v in (block.get("model") or {}).items():
                             argv += ["--model-arg", f"{k}={json.dumps(v)}"]
-                        deps = (corpus_tasks[vid].id,) if vid in corpus_tasks else ()
+                        deps = (corpus_tasks[cid].id,) if cid in corpus_tasks else ()
                         train = Task(f"train/{rid}", "train", "vlground.cli:main", args=(argv,), deps=deps, output=run_dir, run=rid)
                         pr = Task(f"probe/{rid}", "probe", "vlground.cli:main", args=(probe_argv(probe, run_dir, probe_dir),),
                                   deps=(train.id,), output=probe_dir, run=rid)
