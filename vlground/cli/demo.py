@@ -126,5 +126,8 @@ def run(args: argparse.Namespace) -> int:
               f"p <= {p:.2g} (every seed)  -> {'grounded: match < mismatch' if significant else 'no significant effect'}")
         if arch == "transformer" and not args.quick:
             ok &= significant
+    from vlground.claims import claims_table, render_claims_text
+
+    print("the paper's claims on this run:\n" + render_claims_text(claims_table(load(report_dir))))
     print(f"report: {(report_dir / 'report.html').resolve()}  ({time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1

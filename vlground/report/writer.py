@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+from vlground.claims import claims_table, render_claims_html
 from vlground.report import plots
 from vlground.results import Results, load, seed_summary
 
@@ -80,7 +81,7 @@ def write_report(out: str | Path, results: Results | None = None) -> Path:
         if res.rows(t):
             _csv(out / f"{t}.csv", _flat(res.rows(t)))
 
-    sections: list[str] = []
+    sections: list[str] = [render_claims_html(claims_table(res))]  # the paper's claims first (vlground.claims)
     groups = sorted({s["group"] for s in summary})
     for g in groups:
         imgs = []
