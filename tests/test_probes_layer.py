@@ -272,3 +272,18 @@ def test_reference_is_computed_once_per_run_at_its_last_step_and_reused_on_resum
             run_probes(adapter, ["ref-step"], {"identify_at": "7"}, progress=False)
     finally:
         unregister_probe("ref-step")
+
+
+def test_nothing_is_written_when_the_inputs_fail(tmp_path):
+    """An adapter whose items cannot be made (bad templates, a wrong --mismatch folder) fails
+    before the output folder is claimed: a retry with fixed inputs is not blocked."""
+
+    class BadItems(FakeAdapter):
+        def items(self, loaded):
+            raise InputError("templates.json: word 'zebra' is not in the corpus")
+
+    with pytest.raises(InputError, match="zebra"):
+        run_probes(BadItems.from_options({"steps": (0,), "seeds": (0,)}), out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+    run_probes(FakeAdapter.from_options({"steps": (0,), "seeds": (0,)}), out=tmp_path / "o", progress=False)
+    assert (tmp_path / "o" / "results.json").is_file()

@@ -106,15 +106,19 @@ def group_of(c: Checkpoint) -> str:
 
 
 class _Out:
-    """The output folder: marker, lock, cache files."""
+    """The output folder: marker, lock, cache files.
+
+    Creating it only checks that the folder may be used; nothing is written until :meth:`claim`,
+    which the sweep calls once the inputs have proved usable (the first checkpoint's items were
+    built), or at once when the folder already holds this probe's results (a resume).
+    """
 
     def __init__(self, path: Path, manifest: dict, overwrite: bool):
-        from filelock import FileLock, Timeout
-
-        self.path = path
+        self.path, self.manifest, self.lock = path, manifest, None
         if path.exists() and not path.is_dir():
             raise InputError(f"{path}: exists and is not a folder")
         marker = path / MARKER
+        old = {}
         if marker.is_file():
             try:
                 old = json.loads(marker.read_text())
@@ -125,27 +129,43 @@ class _Out:
                                  "other settings); use another --out or --overwrite")
         elif path.is_dir() and any(path.iterdir()):
             raise InputError(f"{path}: not empty and holds no vlground probe results; use another --out")
+        self.resuming = old.get("hash") == manifest["hash"]
+        self.stale = marker.is_file() and not self.resuming
+
+    def claim(self) -> None:
+        """Create the folder, take its lock (a second writer is refused), clear another probe's
+        cache (``--overwrite``) and stale temporary files, write the marker. Idempotent."""
+        if self.lock is not None:
+            return
+        from filelock import FileLock, Timeout
+
+        path = self.path
         path.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(path / ".probe.lock"))
+        lock = FileLock(str(path / ".probe.lock"))
         try:
-            self.lock.acquire(timeout=0)
+            lock.acquire(timeout=0)
         except Timeout:
             raise InputError(f"{path}: another vlground probe is writing here ({path / '.probe.lock'} is held)") from None
-        if marker.is_file() and json.loads(marker.read_text()).get("hash") != manifest["hash"]:
+        self.lock = lock
+        if self.stale:
             for c in (path / "cache").glob("*"):
                 c.unlink()
         (path / "cache").mkdir(exist_ok=True)
         for stale in path.glob("**/.*.tmp-*"):
             stale.unlink(missing_ok=True)
-        write_json(marker, manifest)
+        write_json(path / MARKER, self.manifest)
 
     def release(self) -> None:
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
     def fingerprints(self) -> Path:
         return self.path / "cache" / "fingerprints.json"
 
     def cached(self, ckpt: Checkpoint, fp: str) -> dict | None:
+        if not self.resuming:
+            return None
+        self.claim()
         f = self.path / "cache" / f"{_safe(ckpt.key)}.json"
         if not f.is_file():
             return None
@@ -260,7 +280,7 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
     notes: list[str] = []
     # reference checkpoints first, so every other checkpoint of the run can use them
     order = sorted(ckpts, key=lambda c: 0 if any(rc.key == c.key for rc in ref_ckpts.values()) else 1)
-    memo_file = store.fingerprints() if store else None
+    memo_file = store.fingerprints() if store and store.resuming else None
     bar = tqdm(order, desc="probe", unit="ckpt", disable=not progress)
     for ckpt in bar:
         bar.set_postfix_str(ckpt.key)
@@ -278,6 +298,9 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
             notes.append(msg)
             continue
         ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
+        if store:
+            store.claim()  # the inputs work: from here on results are kept
+            memo_file = store.fingerprints()
         caps = adapter.capabilities(loaded)
         wanted = [p for p in instances if p.name == "behaviour" or mech_keys is None or ckpt.key in mech_keys]
         for name, (prov, _) in refs_needed.items():
@@ -310,6 +333,7 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
         raise InputError("no checkpoint could be probed: " + "; ".join(notes or ["nothing selected"]))
     res = collect([c for c in ckpts if c.key in done], done, settings, notes + adapter.skipped())
     if store:
+        store.claim()
         res.path = store.path
         arrays_dir = store.path / "arrays"
         arrays_dir.mkdir(exist_ok=True)
