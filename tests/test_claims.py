@@ -164,6 +164,15 @@ def test_heads_aggregate_not_gather():
     assert r.verdict == NOT_TESTABLE and "no item has a gather-only head" in r.this_run
 
 
+def test_released_model_without_steps():
+    """A released model (step None, one checkpoint) is its own final checkpoint."""
+    rows = [{"key": "m", "run": "m", "group": "llava", "seed": None, "step": None, "head_type": "aggregate@0.7",
+             "avg_count": 1.0, "intervention_surprisal": 4.0, "control_surprisal": 3.0, "p_value": 1e-5, "n_items": 30}]
+    res = Results(settings={}, checkpoints=[{"key": "m", "run": "m", "group": "llava", "seed": None, "step": None}],
+                  probes={"boxablation": {"records": [], "tables": {"ablation": rows}, "notes": []}})
+    assert by_claim(claims_table(res), "box aggregate")["llava"].verdict == REPRODUCED
+
+
 def test_box_ablation():
     rows = [{**_ck("dinov2:" + TF, s, 400), "head_type": "aggregate@0.7", "avg_count": 1.0, "intervention_surprisal": 4.0,
              "control_surprisal": 3.0, "p_value": 1e-5, "n_items": 30} for s in (0, 1)]

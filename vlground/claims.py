@@ -74,13 +74,16 @@ def arch_of(group: str) -> str:
     return name
 
 
+def _step(r: dict) -> int:
+    """A checkpoint's step; a released model (no step) counts as -1, its run's only checkpoint."""
+    return -1 if r.get("step") is None else r["step"]
+
+
 def _finals(res: Results) -> dict[str, list[dict]]:
     """Per group, the final-checkpoint row of each run (largest step)."""
     last: dict[str, dict] = {}
     for r in res.checkpoint_rows():
-        if r.get("step") is None:
-            continue
-        if r["run"] not in last or r["step"] > last[r["run"]]["step"]:
+        if r["run"] not in last or _step(r) > _step(last[r["run"]]):
             last[r["run"]] = r
     out: dict[str, list[dict]] = {}
     for r in last.values():
@@ -119,7 +122,7 @@ def claim_match_lt_mismatch(res: Results, s: ClaimSettings) -> list[ClaimRow]:
             continue
         ok, mean, worst = _effect(ig, [r.get("p_value") for r in finals], s)
         m, mm = _mean(r.get("match_surprisal") for r in finals), _mean(r.get("mismatch_surprisal") for r in finals)
-        steps = sorted({r["step"] for r in finals})
+        steps = sorted({"final" if r["step"] is None else r["step"] for r in finals}, key=str)
         rows.append(ClaimRow(
             "match < mismatch", group, PAPER["match<mismatch"],
             f"final step {'/'.join(map(str, steps))}, {len(finals)} seed(s): match {m:.3f}, mismatch {mm:.3f}, "
@@ -238,12 +241,13 @@ def claim_flow(res: Results, s: ClaimSettings) -> list[ClaimRow]:
 def _ablation_rows(res: Results, probe: str) -> dict[str, dict[str, list[dict]]]:
     """group -> head_type -> the rows at each run's final ablation checkpoint."""
     rows = res.rows("ablation", probe)
+
     last: dict[str, int] = {}
     for r in rows:
-        last[r["run"]] = max(last.get(r["run"], r["step"]), r["step"])
+        last[r["run"]] = max(last.get(r["run"], _step(r)), _step(r))
     out: dict[str, dict[str, list[dict]]] = {}
     for r in rows:
-        if r["step"] == last[r["run"]]:
+        if _step(r) == last[r["run"]]:
             out.setdefault(r["group"], {}).setdefault(r["head_type"], []).append(r)
     return out
 
