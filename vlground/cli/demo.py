@@ -2,8 +2,8 @@
 
 Steps (each resumable: re-running skips what is finished):
 
-1. generate CHILDES-like CHAT transcripts and build the ENV/LAN corpus (128-token chunks, so
-   that tiny models see enough context windows in a few CPU minutes; the paper uses 512);
+1. generate CHILDES-like CHAT transcripts and build the ENV/LAN corpus (:data:`DEMO_CORPUS`:
+   the paper's 512-token chunks, about a third of them holding a co-occurring pair);
 2. train tiny Transformer and LSTM models, several seeds, one process per CPU core (one
    thread each), with a checkpoint trajectory;
 3. probe every checkpoint through the ``childes`` adapter: behaviour on all of them, the
@@ -24,16 +24,22 @@ HELP = "bundled corpus -> tiny models -> probes -> report, on a laptop CPU"
 
 log = logging.getLogger(__name__)
 
-#: training settings of the demo (over the bundled <arch>-tiny.json configs)
-DEMO_TRAIN = {"batch_size": 16, "lr": 3e-3, "warmup_steps": 50, "checkpoint_every": 125, "checkpoint_dense_until": 64, "log_every": 25}
+#: the demo's corpus: the generator's CHILDES-like defaults (about a third of 512-token chunks hold a
+#: co-occurring pair, as the paper reports for CHILDES), the paper's 512-token chunks, and enough
+#: transcripts (~1.2M tokens) that two epochs fit the training budget (docs/claims.md)
+DEMO_CORPUS = {"n_files": 1000, "chunk_len": 512}
+#: training settings of the demo (over the bundled <arch>-tiny.json configs): 600 steps of 8 x 512
+#: tokens (~2 epochs), sized so the validation loss plateaus within ~10 CPU minutes (docs/claims.md)
+DEMO_TRAIN = {"batch_size": 8, "lr": 3e-3, "warmup_steps": 50, "checkpoint_every": 50, "checkpoint_dense_until": 64, "log_every": 25}
+DEMO_STEPS = 600
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default="transformer,lstm", help="architectures to train (default: transformer,lstm)")
     p.add_argument("--seeds", default="0,1,2", help="seeds per architecture (default: 0,1,2)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps per run (default: 1000)")
-    p.add_argument("--files", type=int, default=80, help="generated transcripts (default: 80)")
+    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps per run (default: {DEMO_STEPS})")
+    p.add_argument("--files", type=int, default=DEMO_CORPUS["n_files"], help=f"generated transcripts (default: {DEMO_CORPUS['n_files']})")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="training processes (default: one per CPU core, at most 4)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 40 steps, 24 files")
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     corpus = out / "corpus"
     print(f"[1/4] corpus: {corpus}", flush=True)
     if not (corpus / "corpus.json").is_file():
-        build_default_corpus(corpus, seed=0, n_files=files, chat_dir=out / "chat", chunk_len=128, overwrite=True, progress=True)
+        build_default_corpus(corpus, seed=0, n_files=files, chat_dir=out / "chat", chunk_len=DEMO_CORPUS["chunk_len"], overwrite=True, progress=True)
 
     jobs = [(arch, s, out / "runs" / arch / f"seed-{s}") for arch in archs for s in seeds]
     todo = [j for j in jobs if not (j[2] / "checkpoints" / f"step-{steps}").is_dir()]
