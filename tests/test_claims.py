@@ -221,3 +221,32 @@ def test_report_opens_with_the_claims_table(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(res.to_json()))
     page = write_report(tmp_path).read_text()
     assert page.index("The paper's claims on this run") < page.index("<h2>" + TF)
+
+
+def _with_items(res: Results, gain: float, spread: float = 0.05) -> Results:
+    """Per-item rows at each run's final checkpoint: 8 words x 4 pairs, gain = ``gain`` +- spread."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    items = []
+    for c in res.checkpoints:
+        if c["step"] != STEPS[-1]:
+            continue
+        for w in range(8):
+            for k in range(4):
+                pid = f"p{w}-{k}"
+                g = gain + spread * rng.standard_normal()
+                for cond, sps in (("match", 3.0), ("mismatch", 3.0 + g)):
+                    items.append({**c, "item_id": f"{pid}-{cond}", "pair_id": pid, "word": f"w{w}", "condition": cond,
+                                  "direction": "env2lan", "surprisal": sps})
+    res.columnar["items"] = items
+    return res
+
+
+def test_match_mismatch_uses_the_stats_verdict_on_items():
+    res = _with_items(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}), gain=0.5)
+    r = by_claim(claims_table(res), "match < mismatch")[TF]
+    assert r.verdict == REPRODUCED and "pooled: information gain +0.5" in r.this_run and "vlground.stats" in r.why
+    # the records say 1.2 nats, but the items (the data the statistics rest on) say 0.02: not reproduced
+    res = _with_items(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}), gain=0.02, spread=0.01)
+    assert by_claim(claims_table(res), "match < mismatch")[TF].verdict == NOT_REPRODUCED

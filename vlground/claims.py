@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vlground.results import Results, seed_summary
+from vlground.stats import MIN_EFFECT
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
 
@@ -27,7 +28,7 @@ REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not 
 class ClaimSettings:
     """Thresholds of the claim tests (see docs/claims.md for why each is what it is)."""
 
-    min_effect: float = 0.1  #: smallest effect of interest, nats (information gain, intervention - control)
+    min_effect: float = MIN_EFFECT  #: smallest effect of interest, nats (information gain, intervention - control): vlground.stats.MIN_EFFECT
     alpha: float = 1e-3  #: significance level of an effect (the paper's ***, p < 0.001), in every seed
     r2_change: float = 0.1  #: an R² rise or fall must be at least this (R² units) to count
     flow_rise: float = 0.1  #: a rise in environment flow must be at least this share of its value at the R² peak
@@ -112,23 +113,47 @@ def _effect(vals: list[float], ps: list, s: ClaimSettings) -> tuple[bool, float,
 
 
 # -- the claims ----------------------------------------------------------------------------------------
+def final_verdicts(res: Results, finals: dict[str, list[dict]], s: ClaimSettings) -> dict:
+    """``{group: vlground.stats.Verdict}`` of the information gain pooled over each group's final
+    checkpoints (one per seed), from the per-item rows (:func:`vlground.stats.group_verdicts`:
+    a mixed model with random intercepts for word and seed); empty without item rows."""
+    keys = {r["key"] for rs in finals.values() for r in rs}
+    items = [r for r in res.rows("items") if r.get("key") in keys]
+    if not items:
+        return {}
+    from vlground.stats import group_verdicts, item_gains
+
+    gains = item_gains(items)
+    if gains.empty:
+        return {}
+    gains["step"] = -1  # each run's final checkpoint, whatever its step
+    return {g: v for (g, _), v in group_verdicts(gains, min_effect=s.min_effect).items()}
+
+
 def claim_match_lt_mismatch(res: Results, s: ClaimSettings) -> list[ClaimRow]:
-    """Per group, at each run's final checkpoint: mean information gain over seeds >= min_effect
-    and the paired test p < alpha in every seed."""
+    """Per group, at each run's final checkpoint. With per-item rows: the verdict of
+    :func:`vlground.stats.verdict` on the gain pooled over seeds ("grounded" = significant after
+    correction and >= min_effect). Without them: mean gain over seeds >= min_effect and the paired
+    test p < alpha in every seed."""
     rows = []
-    for group, finals in sorted(_finals(res).items()):
-        ig = [r.get("info_gain") for r in finals]
+    finals = _finals(res)
+    verdicts = final_verdicts(res, finals, s)
+    for group, fin in sorted(finals.items()):
+        ig = [r.get("info_gain") for r in fin]
         if all(v is None for v in ig):
             continue
-        ok, mean, worst = _effect(ig, [r.get("p_value") for r in finals], s)
-        m, mm = _mean(r.get("match_surprisal") for r in finals), _mean(r.get("mismatch_surprisal") for r in finals)
-        steps = sorted({"final" if r["step"] is None else r["step"] for r in finals}, key=str)
-        rows.append(ClaimRow(
-            "match < mismatch", group, PAPER["match<mismatch"],
-            f"final step {'/'.join(map(str, steps))}, {len(finals)} seed(s): match {m:.3f}, mismatch {mm:.3f}, "
-            f"information gain {mean:+.3f} nats, largest p {_p(worst)}",
-            REPRODUCED if ok else NOT_REPRODUCED,
-            f"information gain >= {s.min_effect} nats (mean over seeds) and p < {s.alpha:g} in every seed"))
+        ok, mean, worst = _effect(ig, [r.get("p_value") for r in fin], s)
+        m, mm = _mean(r.get("match_surprisal") for r in fin), _mean(r.get("mismatch_surprisal") for r in fin)
+        steps = sorted({"final" if r["step"] is None else r["step"] for r in fin}, key=str)
+        desc = (f"final step {'/'.join(map(str, steps))}, {len(fin)} seed(s): match {m:.3f}, mismatch {mm:.3f}, "
+                f"information gain {mean:+.3f} nats, largest per-seed p {_p(worst)}")
+        why = f"information gain >= {s.min_effect} nats (mean over seeds) and p < {s.alpha:g} in every seed"
+        if group in verdicts:
+            v = verdicts[group]
+            ok = v.label == "grounded"
+            desc += f"; pooled: {v.line()}"
+            why = f"vlground.stats verdict 'grounded' (p < {v.alpha:g} and the estimate >= {v.min_effect} nats)"
+        rows.append(ClaimRow("match < mismatch", group, PAPER["match<mismatch"], desc, REPRODUCED if ok else NOT_REPRODUCED, why))
     return rows
 
 
