@@ -35,17 +35,23 @@ PROBES = "behaviour,saliency,heads,ablation,lens"
 
 #: run inside the subprocess: time only the probe call
 DRIVER = r"""
-import importlib.util, json, sys, time
+import importlib.util, json, sys, time, types
 from pathlib import Path
 
 tree = Path(sys.argv[2])
 
 
 def mount(name, folder):  # vlground, vlground.adapters, vlground.datasets from this tree only (not the installed one)
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    else:  # a folder without __init__.py (newer layout): a package over that folder
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(folder)]
+        sys.modules[name] = mod
     if "." in name:
         setattr(sys.modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1], mod)
 
