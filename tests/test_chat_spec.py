@@ -177,3 +177,35 @@ def test_talkbank_cross_check_reports_disagreement(capsys):
     out, err = capsys.readouterr()
     assert f"{eve}:" in out and "only TalkBank rejects the file" in out
     assert "disagree on 1 of 1 files (0 rejected only by vlground, 1 only by TalkBank)" in err
+
+
+def test_spacing_rules():
+    assert errors("*MOT:\twell (.) then , now [/] now .") == set()
+    assert errors("*MOT:\twell (.)then .") == {(7, "E751")}
+    assert errors("*MOT:\tfirst,, second .") == {(7, "E258")}
+    assert errors("*CHI:\tI want[/] I want it .") == {(7, "E375")}
+
+
+def test_other_spoken_event_glued_terminator_ends_utterance():
+    f = read_chat_text(chat("*MOT:\twe left &*CHI:mhm.", "*MOT:\tlate &*CHI:yeah?"), "t.cha")
+    assert f.ok, [str(p) for p in f.errors]
+    assert [u.words for u in f.utterances] == [["we", "left"], ["late"]]
+
+
+def test_file_structure_and_id_consistency():
+    text = chat("*CHI:\thi .").replace("@End\n", "@End\n*CHI:\tafter .\n")
+    assert {(p.line, p.code) for p in read_chat_text(text, "t.cha").errors} == {(9, "E501")}
+    text = chat("*CHI:\thi .").replace("MOT Mother", "MOT Mother, CHI Target_Child")
+    assert {p.code for p in read_chat_text(text, "t.cha").errors} == {"E549"}
+    text = chat("*CHI:\thi .").replace("|Mother|", "|Father|").replace("@ID:\teng|spec|CHI", "@ID:\tfra|spec|CHI")
+    assert {(p.line, p.code) for p in read_chat_text(text, "t.cha").errors} == {(5, "E519"), (6, "E532")}
+
+
+def test_mor_terminator_matches_main_tier():
+    assert errors("*CHI:\thello ? [+ bch]", "%mor:\tco|hello ?") == set()
+    assert errors("*CHI:\thello ?", "%mor:\tco|hello .") == {(8, "E716")}
+
+
+@pytest.mark.parametrize("main_tier", ["XXX want .", "I want Yyy [!] .", "xx ."])
+def test_untranscribed_is_lower_case(main_tier):
+    assert errors(f"*CHI:\t{main_tier}") == {(7, "E241")}

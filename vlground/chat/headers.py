@@ -78,6 +78,7 @@ def check_headers(add: Add, path: str, headers: list, has_utterances: bool, text
             add(1, "E504", f"missing required header @{key}")
     gems: list[tuple[str, int]] = []
     end_line = 0
+    begin_line = next((h[0] for h in headers if h[1] == "Begin"), 0)
     for line, name, value in headers:
         if end_line:
             add(line, "E501", "content after @End")
@@ -86,6 +87,8 @@ def check_headers(add: Add, path: str, headers: list, has_utterances: bool, text
             add(line, "E525", f"unknown header @{name}")
         if name == "End":
             end_line = line
+        elif name == "Begin" and names.count("Begin") > 1 and line != begin_line:
+            add(line, "E501", "duplicate @Begin header")
         elif name == "Languages":
             info.languages = [c.strip() for c in val.replace(" ", ",").split(",") if c.strip()]
             if not info.languages:
@@ -99,7 +102,7 @@ def check_headers(add: Add, path: str, headers: list, has_utterances: bool, text
                 add(line, "E506", "@Participants is empty")
             _participants(add, line, val, info.participants)
         elif name == "ID":
-            _id(add, line, val, info.participants, ids)
+            _id(add, line, val, info, ids)
         elif name == "Date":
             _date(add, line, val, "Date")
         elif name.startswith("Birth of "):
@@ -133,6 +136,8 @@ def _participants(add: Add, line: int, val: str, participants: dict[str, str]) -
         if not entry:
             continue
         code, role = entry[0], entry[-1] if len(entry) > 1 else ""
+        if code in participants:
+            add(line, "E549", f"participant {code} declared more than once")
         if not SPEAKER.fullmatch(code):
             add(line, "E307", f"invalid speaker code {code!r}")
         if not role:
@@ -142,7 +147,8 @@ def _participants(add: Add, line: int, val: str, participants: dict[str, str]) -
         participants[code] = role
 
 
-def _id(add: Add, line: int, val: str, participants: dict, ids: set) -> None:
+def _id(add: Add, line: int, val: str, info: HeaderInfo, ids: set) -> None:
+    participants = info.participants
     fields = val.split("|")
     if len(fields) < 10 or any(f.strip() for f in fields[10:]):
         add(line, "E505", f"@ID must have 10 fields separated by '|', found {len(fields) - 1}")
@@ -150,6 +156,8 @@ def _id(add: Add, line: int, val: str, participants: dict, ids: set) -> None:
     lang, _, code, age, sex, _, _, role = (f.strip() for f in fields[:8])
     if not lang:
         add(line, "E510", "@ID language is empty")
+    elif info.languages and any(c.strip() not in info.languages for c in lang.split(",")):
+        add(line, "E519", f"@ID language {lang!r} is not in @Languages")
     if not code:
         add(line, "E511", "@ID speaker code is empty")
     elif code not in participants:
@@ -157,6 +165,9 @@ def _id(add: Add, line: int, val: str, participants: dict, ids: set) -> None:
     ids.add(code)
     if len(fields) >= 10 and not role:
         add(line, "E515", "@ID role is empty")
+    elif role and participants.get(code, role) != role:
+        add(line, "E532", f"@ID role {role!r} of {code} differs from its @Participants role "
+                          f"{participants[code]!r}")
     if age and not _AGE.fullmatch(age):
         add(line, "E517", f"age {age!r} is not years;months.days")
     if sex and sex not in ("male", "female"):

@@ -37,7 +37,8 @@ LINKERS = frozenset({"+<", "++", "+^", "+\"", "+,", "+\u224b", "+\u2248"})
 _W = r"[^\W\u02b0-\u02ff]"  # a word character that is not a modifier letter (stress marks)
 _PLAIN = re.compile(rf"(?:[{_W[1:-1]}'\-]+ )+(?:, (?:[{_W[1:-1]}'\-]+ )+)*[.?!]")
 _UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xxx|yyy|www)(?!\S)")  # not aligned: not plain words
-_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xx|yy|ww)(?!\S)")
+# xx yy ww (any case), and XXX Xxx ... : untranscribed material is written xxx yyy www
+_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:(?i:xx|yy|ww)|(?!xxx|yyy|www)(?i:xxx|yyy|www))(?!\S)")
 _TOKEN = re.compile(r"\[[^\]\[]*\]|\[|\]|\x15[^\x15]*\x15|\x15|[^\s\[\]\x15]+")
 _BULLET = re.compile(r"\x15(\d+)_(\d+)(-?)\x15")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x02\x01 / \x02\x02
@@ -45,6 +46,9 @@ _UNDERLINE = re.compile("\x02[\x01\x02]")
 _PAUSE = re.compile(r"\(\.{1,3}\)|\((\d+:)?\d*\.?\d*\)")
 _CA_OMISSION = re.compile(r"\([^\s()]*[^\W\d_][^\s()]*\)")  # (word): the whole token in parentheses
 _OTHER_SPOKEN = re.compile(r"&\*([A-Za-z0-9_']+):(\S+)")
+_P = r"\((?:\.{1,3}|\d+(?::\d+)?\.\d*)\)"
+_GLUED_PAUSE = re.compile(rf"[^\W_]{_P}|{_P}[^\W_]")  # a pause glued to a letter or digit
+_GLUED_CODE = re.compile(r"(?<=\S)\[")  # a code must follow a space
 _CA_PAIRED = "\u2206\u2207\u00b0\u2581\u2594\u263a\u264b\u2047\u222c\u03ab\u222e\u21ab\u204e\u25c9\u00a7"
 _CA_CHARS = re.compile(f"[{_CA_PAIRED}]")
 _MARK_CHARS = re.compile(f"[{_CA_PAIRED}\u2308\u2309\u230a\u230b]")
@@ -111,7 +115,7 @@ class MainTier:
         stripped = text.strip()
         if _PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped):
             if _ILLEGAL_UNTRANSCRIBED.search(stripped):
-                self.err("E241", "xx, yy and ww are not legal; use xxx, yyy or www")
+                self.err("E241", "xx, yy, ww and upper-case XXX YYY WWW are not legal; use xxx, yyy or www")
             return (*_plain_counts(stripped), [])
         return self._tokens(stripped)
 
@@ -142,6 +146,11 @@ class MainTier:
         points: list[str] = []
         ca: dict[str, int] = {}
         tokens = _TOKEN.findall(text)
+        if "&*" in text:  # &*SPK:word. : the terminator glued to an other-spoken event ends the utterance
+            tokens = [part for t in tokens for part in (
+                (t[:-1], t[-1]) if t[:2] == "&*" and t[-1] in ".?!" and len(t) > 3 else (t,))]
+        if "[" in text and _GLUED_CODE.search(text):
+            self.err("E375", "no space before a [...] code")
         # the last token that is not a code or bullet: a contour/latching mark there ends the
         # utterance; anywhere before, it is a separator inside it
         last = max((k for k, t in enumerate(tokens) if t[0] not in "[\x15"), default=-1)
@@ -313,15 +322,18 @@ class MainTier:
         if tok in (",", "\u201e", "\u2021", "\u00b1"):
             items.append(["mark", 1, 0])
             return None
-        if tok == ",,":
-            self.err("E258", "consecutive commas")
+        if ",," in tok:
+            self.err("E258", f"{tok!r}: consecutive commas")
             return None
         if _PAUSE.fullmatch(tok):
+            return None
+        if "(" in tok and _GLUED_PAUSE.search(tok):
+            self.err("E751", f"{tok!r}: a pause glued to a word (put a space around it)")
             return None
         if tok in ("xxx", "yyy", "www"):
             items.append(["untranscribed", 0, 1 if tok != "www" else 0])
             return "untranscribed"
-        if tok in ("xx", "yy", "ww"):
+        if len(tok) < 4 and tok.lower() in ("xx", "yy", "ww", "xxx", "yyy", "www"):
             self.err("E241", f"{tok!r} is not legal; use xxx, yyy or www")
             return None
         if first == "0":

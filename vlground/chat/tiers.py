@@ -21,6 +21,9 @@ _PLAIN_TIERS = DEPENDENT_TIERS - _DEPRECATED_TIERS
 _ALIGNED = frozenset({"mor", "gra", "pho", "sin"})  # tiers checked further (syntax, alignment)
 _DEP_UNITS = re.compile(r"\u2039[^\u203a]*\u203a|\u3014[^\u3015]*\u3015|\S+")
 _MOR_SIMPLE = re.compile(r"(?:[^|\s~$+]+\|[^|\s~+]+(?:~[^|\s~$+]+\|[^|\s~+]+)* |, )*[.?!]")
+_MOR_TERMINATORS = frozenset({".", "?", "!", "+...", "+/.", "+//.", "+/?", "+!?", "+\"/.", "+\".",
+                              "+..?", "+.", "+//?"})
+_CODES_AND_BULLETS = re.compile(r"\[[^\]]*\]|\x15[^\x15]*\x15")
 _GRA_ITEM = re.compile(r"(\d+)\|(\d+)\|([A-Za-z][\w:\-]*)")
 _MOR_PUNCT = frozenset({".", "?", "!", ",", "+...", "+/.", "+//.", "+/?", "+!?", "+\"/.", "+\".",
                         "+..?", "+.", "\u201e", "\u2021", "cm|cm", "end|end", "beg|beg"})
@@ -61,6 +64,10 @@ def check_dependents(add: Callable[..., None], u: "RawUtterance",
                 if not _mor_ok(piece.lstrip("$")):
                     add(line, "E702", f"%mor item {item!r} is not pos|stem")
                     break
+        if items[-1] in _MOR_TERMINATORS:
+            last = _CODES_AND_BULLETS.sub(" ", u.text).split()[-1:]
+            if last and last[0] in _MOR_TERMINATORS and last[0] != items[-1]:
+                add(line, "E716", f"%mor ends in {items[-1]!r}, the main tier in {last[0]!r}")
         if mor_main is not None and mor_main != len(items):
             code = "E705" if mor_main > len(items) else "E706"
             add(line, code, f"main tier has {mor_main} alignable items, %mor has {len(items)}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlground.errors import InputError
+
 HELP = "make mismatched images by inpainting annotated objects (Stable Diffusion 2 inpainting)"
 
 #: how many skipped items the command prints (all are in annotations.json info.skipped)
@@ -58,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from vlground.cli.build_corpus import check_device
     from vlground.datasets.mismatch import MismatchConfig, build_mismatch
+
+    check_device(args.device)
 
     config = MismatchConfig(
         annotations=args.annotations, out=args.out, images=args.images, model=args.model, mask=args.mask,
@@ -74,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     if len(skipped) > SHOW_SKIPPED:
         print(f"skipped: ... and {len(skipped) - SHOW_SKIPPED} more (see {path})", file=sys.stderr)
+    if not doc["images"]:  # nothing done that was asked: not a success
+        first = f" (first: {skipped[0]})" if skipped else ""
+        raise InputError(f"{args.annotations}: no mismatched image could be made{first}")
     print(f"{path.parent}: {len(doc['images'])} mismatched images, {len(skipped)} items skipped; see {path}")
     return 0

@@ -126,6 +126,8 @@ def _train_one(cfg: TrainConfig) -> None:
     # 4. run folder, under its lock
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder; choose another --out")
+    if run.is_dir() and not (run / "run.json").is_file() and any(not p.name.startswith(".") for p in run.iterdir()):
+        raise InputError(f"{run}: exists and is not a vlground run folder (no run.json); choose another --out")
     lock = contextlib.nullcontext()
     if main:
         run.mkdir(parents=True, exist_ok=True)
