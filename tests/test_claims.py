@@ -220,7 +220,9 @@ def test_report_opens_with_the_claims_table(tmp_path):
     res = make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}})
     (tmp_path / "results.json").write_text(json.dumps(res.to_json()))
     page = write_report(tmp_path).read_text()
-    assert page.index("The paper's claims on this run") < page.index("<h2>" + TF)
+    first = page.index("<section")
+    assert page.index("claims on this run", first) < page.index("</section>", first)  # the first section
+    assert page.count("<table class=claims>") == 1
 
 
 def _with_items(res: Results, gain: float, spread: float = 0.05) -> Results:

@@ -410,8 +410,8 @@ def claims_table(results: Results, settings: ClaimSettings | None = None) -> lis
     return rows
 
 
-def render_claims_html(rows: list[ClaimRow]) -> str:
-    """An HTML section (``<h2>`` + table) of the claims table."""
+def render_claims_html(rows: list[ClaimRow], heading: bool = True) -> str:
+    """The claims table as HTML: an ``<h2>`` and a ``<table>`` (only the table with ``heading=False``)."""
     colour = {REPRODUCED: "#d9f2d9", NOT_REPRODUCED: "#f8d7d7", NOT_TESTABLE: "#eeeeee"}
     body = "".join(
         f"<tr style=\"background:{colour.get(r.verdict, '#fff')}\"><td>{html.escape(r.claim)}</td><td>{html.escape(r.group)}</td>"
@@ -419,7 +419,7 @@ def render_claims_html(rows: list[ClaimRow]) -> str:
         f"<td>{html.escape(r.why)}</td></tr>"
         for r in rows
     )
-    return ("<h2>The paper's claims on this run</h2>"
+    return (("<h2>The paper's claims on this run</h2>" if heading else "") +
             "<table class=claims><tr><th>claim</th><th>group</th><th>paper</th><th>this run</th><th>verdict</th><th>test / why</th></tr>"
             f"{body}</table>")
 

@@ -28,7 +28,7 @@ CONTOURS = frozenset("\u21d7 \u2197 \u2192 \u2198 \u21d8".split())
 #: CA latching: no break, technical break
 LATCHING = frozenset("\u2248 \u224b".split())
 TERMINATORS = frozenset("""
-. ? ! +... +..? +/. +//. +///. +/? +//? +!? +"/. +". +. +.. +=. +/?. +...?
+. ? ! +... +..? +/. +//. +/? +//? +!? +"/. +". +.
 """.split()) | CONTOURS | LATCHING | {"+\u224b", "+\u2248"}
 #: separators that align to nothing: contours and latching inside an utterance, uptake, unmarked ending
 CA_SEPARATORS = CONTOURS | LATCHING | {"\u2261", "\u221e"}
@@ -55,7 +55,7 @@ _MARK_CHARS = re.compile(f"[{_CA_PAIRED}\u2308\u2309\u230a\u230b]")
 _OVERLAP = re.compile(r"[\u2308\u2309\u230a\u230b](\d?)")
 _RETRACE = frozenset({"[/]", "[//]", "[///]", "[/-]", "[/?]", "[e]"})
 _SIMPLE_CODES = re.compile(
-    r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|%\w+:|\+\+|e)"
+    r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|\+\+|e)"
     r"(?:\s[^\]]*)?\]"
 )
 
@@ -366,6 +366,8 @@ class MainTier:
                 self.err("E249", f"{tok!r}: @s with only one language in @Languages")
         if tok[0] == ":":
             self.err("E246", f"{tok!r}: lengthening ':' before any sound")
+        if "^" in tok and (tok[0] == "^" or tok[-1] == "^"):
+            self.err("E252", f"{tok!r}: a syllable pause ^ goes between sounds of a word")
         if "++" in tok:
             self.err("E233", f"{tok!r}: empty compound part")
         if '"' in tok:

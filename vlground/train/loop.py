@@ -31,7 +31,7 @@ from vlground.train import checkpoint as ckpt
 from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
 from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
-from vlground.train.models import WIDTH_KEYS, build_model
+from vlground.train.models import WIDTH_KEYS, build_model, layer_kinds
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def _train_one(cfg: TrainConfig) -> None:
         "arch": arch, "size": size, "config_file": config_file, "seed": cfg.seed,
         "corpus": str(corpus.path.resolve()), "n_chunks": corpus.n_chunks, "chunk_len": corpus.chunk_len,
         "vocab_size": vocab_size, "batch_size": B, "model": model_cfg, "train": h.to_dict(),
+        "layers": layer_kinds(arch, model_cfg),  # 1-based layer numbers per kind (attention, mamba2, lstm)
         "vlground_version": vlground.__version__,
     }
     run = Path(cfg.out)
@@ -150,6 +151,7 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         log.info("%s: already complete (step %d)", run, h.steps)
         return
     if main:
+        _clean_stale_checkpoint_temps(run)
         write_json(run / "run.json", spec)
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
                                          "n_train": int(len(train_idx)), "val": val_idx.tolist()})
@@ -284,6 +286,17 @@ def _prepare_run_dir(run: Path, spec: dict, resume: bool):
         except ckpt.CorruptCheckpoint as exc:
             log.warning("%s: the final checkpoint is damaged (%s); resuming before it", run, exc)
     return "resume" if done else None
+
+
+def _clean_stale_checkpoint_temps(run: Path) -> None:
+    """Remove ``checkpoints/.step-<N>.tmp-<pid>-*`` folders of a killed trainer (we hold the run's lock)."""
+    from vlground.corpus.format import clean_stale_temps
+
+    root = run / ckpt.CHECKPOINTS
+    names = {p.name[1:].split(".", 1)[0] for p in root.glob(".step-*")} if root.is_dir() else set()
+    for name in sorted(names):
+        for p in clean_stale_temps(root / name):
+            log.info("removed %s (left by a killed run)", p)
 
 
 def _describe_diff(key, old, new) -> str:
