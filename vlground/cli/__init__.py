@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "probe": "probe",
     "build-mismatch": "build_mismatch",
     "demo": "demo",
+    "sweep": "sweep",
     "check-adapter": "check_adapter",
 }
 
@@ -42,6 +43,7 @@ _HELP = {
     "probe": "run grounding probes on checkpoints through an adapter",
     "build-mismatch": "make mismatched images by inpainting annotated objects",
     "demo": "bundled corpus -> tiny models -> probes -> report, on a laptop CPU",
+    "sweep": "a grid of corpora x architectures x seeds as tasks on Ray (local or a cluster)",
     "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
 }
 
@@ -66,6 +68,9 @@ EXAMPLES = {
     "demo": ["vlground demo --quick   # a smoke test, about a minute",
              "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
              "vlground demo --vision  # the vision testbed"],
+    "sweep": ["vlground sweep paper-text --dry-run       # the paper's text grid: tasks, done, left",
+              "vlground sweep my-sweep.yaml --out sweeps/a   # a local Ray instance; run again to resume",
+              "vlground sweep paper-text --address auto    # an existing Ray cluster"],
 }
 
 
