@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "probe": "probe",
     "build-mismatch": "build_mismatch",
     "demo": "demo",
+    "monitor": "monitor",
 }
 
 _HELP = {
@@ -38,6 +39,7 @@ _HELP = {
     "probe": "run grounding probes on checkpoints through an adapter",
     "build-mismatch": "make mismatched images by inpainting annotated objects",
     "demo": "bundled corpus -> tiny models -> probes -> report, on a laptop CPU",
+    "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
 }
 
 
