@@ -53,6 +53,15 @@ def parse_frame(text: str, where: str) -> Frame:
     return Frame(speaker, words)
 
 
+def run_group_of(info: dict) -> str:
+    """The report group of a run: its architecture and size, and the corpus it was trained on
+    (runs differing only in seed share a group), from ``run.json``."""
+    arch = info.get("arch") or "run"
+    size = info.get("size")
+    corpus = Path(str(info.get("corpus", ""))).name
+    return "-".join(str(x) for x in (arch, size) if x) + (f" @ {corpus}" if corpus else "")
+
+
 @dataclass
 class Templates:
     env: list[Frame]
@@ -124,7 +133,8 @@ class ChildesAdapter(Adapter):
             if not ckpts:
                 raise InputError(f"{run}: no complete checkpoints under {run / 'checkpoints'}")
             name = f"{run.parent.name}/{run.name}" if re.fullmatch(r"seed-\d+", run.name) else run.name
-            out.extend(Checkpoint(run=name, path=str(p), seed=info.get("seed"), step=int(s)) for s, p in ckpts)
+            group = run_group_of(info)
+            out.extend(Checkpoint(run=name, path=str(p), seed=info.get("seed"), step=int(s), group=group) for s, p in ckpts)
         return out
 
     @staticmethod

@@ -127,7 +127,7 @@ class VisdialDinov2Adapter(ChildesAdapter):
         out = []
         for c in super().checkpoints():
             run = str(Path(c.path).parent.parent)
-            out.append(Checkpoint(run=f"{tags[run]}:{c.run}", path=c.path, seed=c.seed, step=c.step))
+            out.append(Checkpoint(run=f"{tags[run]}:{c.run}", path=c.path, seed=c.seed, step=c.step, group=f"{tags[run]}:{c.group}"))
         return out
 
     def load(self, ckpt: Checkpoint) -> LoadedModel:

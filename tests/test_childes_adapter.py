@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from vlground.adapters.childes import ChildesAdapter
+from vlground.results import load
 from vlground.cli import main
 from vlground.corpus.format import Corpus
 from vlground.errors import InputError
@@ -92,20 +93,24 @@ def test_probe_cli_end_to_end_with_mechanistic_probes(tiny_runs, tmp_path, capsy
     rc = main(["probe", "--adapter", "childes", "--run", str(tiny_runs["transformer"]), str(tiny_runs["lstm"]),
                "--probes", "behaviour,saliency,heads,ablation,lens", "--mechanistic-checkpoints", "last", "--out", str(out)])
     assert rc == 0
-    res = json.loads((out / "results.json").read_text())
-    assert len(res["checkpoints"]) == 8
+    res = load(out)
+    assert len(res.checkpoints) == 8
     for table in ("flow", "heads", "ablation", "lens"):
-        assert res[table], table
-    assert {r["run"] for r in res["flow"]} == {"transformer"}  # the LSTM has no attention ...
-    assert any("lstm" in n and "saliency: skipped" in n for n in res["notes"])  # ... and says so
-    assert {r["run"] for r in res["lens"]} == {"transformer", "lstm"}
-    assert {r["head_type"] for r in res["ablation"]} == {"gather", "aggregate"}
+        assert res.rows(table), table
+    assert {r["run"] for r in res.rows("flow")} == {"transformer"}  # the LSTM has no attention ...
+    assert any("lstm" in n and "saliency: skipped" in n for n in res.all_notes())  # ... and says so
+    assert {r["run"] for r in res.rows("lens")} == {"transformer", "lstm"}
+    assert [r["head_type"] for r in res.rows("ablation")] == ["gather", "aggregate", "gather-only"]
+    assert all(r["n_items_total"] > 0 for r in res.rows("ablation"))
+    # heads are identified in the final checkpoint (step 12) and tracked: every heads record names it
+    assert {r["identified_at"] for r in res.records("heads")} == {"transformer@12"}
+    assert min(r["layer"] for r in res.rows("flow")) == 1  # layers are 1-based
     html = (out / "report.html").read_text()
     assert "Tuned lens" in html and "Head ablation" in html
     # a re-run reuses every finished checkpoint
     rc = main(["probe", "--adapter", "childes", "--run", str(tiny_runs["transformer"]), str(tiny_runs["lstm"]),
                "--probes", "behaviour,saliency,heads,ablation,lens", "--mechanistic-checkpoints", "last", "--out", str(out)])
-    assert rc == 0 and json.loads((out / "results.json").read_text())["checkpoints"] == res["checkpoints"]
+    assert rc == 0 and load(out).checkpoints == res.checkpoints
 
 
 def test_corrupt_checkpoint_is_skipped(tiny_runs, tmp_path):
@@ -116,9 +121,9 @@ def test_corrupt_checkpoint_is_skipped(tiny_runs, tmp_path):
     (run / "checkpoints" / "step-4" / "model.safetensors").write_bytes(b"garbage")
     out = tmp_path / "rep"
     rc = main(["probe", "--adapter", "childes", "--run", str(run), "--out", str(out), "--no-report"])
-    res = json.loads((out / "results.json").read_text())
-    assert rc == 0 and [r["step"] for r in res["checkpoints"]] == [0, 8, 12]
-    assert any("step-4" in n for n in res["notes"])
+    res = load(out)
+    assert rc == 0 and [r["step"] for r in res.checkpoints] == [0, 8, 12]
+    assert any("step-4" in n for n in res.all_notes())
 
 
 def test_hybrid_uses_its_attention_layers_and_mamba2_is_skipped(tiny_runs, tmp_path):
@@ -132,13 +137,14 @@ def test_hybrid_uses_its_attention_layers_and_mamba2_is_skipped(tiny_runs, tmp_p
     rc = main(["probe", "--adapter", "childes", "--run", str(runs["mamba2"]), str(runs["hybrid-mid"]), "--checkpoints", "last",
                "--probes", "behaviour,saliency,heads,lens", "--out", str(out), "--no-report"])
     assert rc == 0
-    res = json.loads((out / "results.json").read_text())
+    res = load(out)
     from vlground import load_checkpoint
     from vlground.mechanism.sites import resolve_sites
 
     model, _ = load_checkpoint(runs["hybrid-mid"] / "checkpoints" / "step-4")
     att_layers = set(resolve_sites(model).layers)
     assert att_layers and att_layers != set(range(model.config.num_hidden_layers))
-    assert {r["layer"] for r in res["flow"]} == att_layers and {r["run"] for r in res["flow"]} == {"hybrid-mid"}
-    assert any("mamba2" in n and "saliency: skipped" in n for n in res["notes"])
-    assert {r["run"] for r in res["lens"]} == {"mamba2", "hybrid-mid"}
+    flow = res.rows("flow")
+    assert {r["layer"] for r in flow} == {k + 1 for k in att_layers} and {r["run"] for r in flow} == {"hybrid-mid"}
+    assert any("mamba2" in n and "saliency: skipped" in n for n in res.all_notes())
+    assert {r["run"] for r in res.rows("lens")} == {"mamba2", "hybrid-mid"}

@@ -10,7 +10,8 @@ import pytest
 from vlground import metrics
 from vlground.cli import main
 from vlground.engine.registry import get_adapter_class, known_adapters, register_adapter, unregister_adapter
-from vlground.engine.runner import ProbeConfig, run_group, run_probes, select_checkpoints
+from vlground.probes.runner import run_probes, select_checkpoints
+from vlground.results import load, seed_summary
 from vlground.errors import InputError
 from vlground.report import write_report
 from vlground.testing import FakeAdapter, check_adapter
@@ -22,22 +23,22 @@ def test_fake_adapter_conforms():
 
 def test_sweep_results_and_report(tmp_path):
     adapter = FakeAdapter.from_options({"n_words": 5, "steps": (0, 10, 20), "seeds": (0, 1, 2)})
-    res = run_probes(adapter, ProbeConfig(out=tmp_path, progress=False))
-    recs = res["checkpoints"]
+    res = run_probes(adapter, out=tmp_path, progress=False)
+    recs = res.checkpoint_rows()
     assert len(recs) == 9
     for r in recs:
-        for k in ("run", "seed", "step", "match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc",
+        for k in ("key", "run", "group", "seed", "step", "match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc",
                   "reverse_match_surprisal", "reverse_mismatch_surprisal"):
             assert k in r
         assert r["info_gain"] == pytest.approx(r["mismatch_surprisal"] - r["match_surprisal"])
-        assert {w["word"] for w in r["words"]} == {f"w{i}" for i in range(5)}
+        assert {w["word"] for w in res.rows("words") if w["key"] == r["key"]} == {f"w{i}" for i in range(5)}
     last = [r for r in recs if r["step"] == 20]
     assert all(r["match_surprisal"] < r["mismatch_surprisal"] for r in last)
     assert all(r["p_value"] < 0.05 for r in last)
     step0 = [r for r in recs if r["step"] == 0]
     assert all(abs(r["info_gain"]) < 1e-6 for r in step0) and all(r["p_value"] is None for r in step0)
     # seeds summarised per group and step, with a band
-    summ = [s for s in res["seeds"] if s["step"] == 20]
+    summ = [s for s in seed_summary(res) if s["step"] == 20]
     assert len(summ) == 1 and summ[0]["n_seeds"] == 3 and summ[0]["group"] == "fake"
     assert summ[0]["info_gain_low"] <= summ[0]["info_gain"] <= summ[0]["info_gain_high"]
     report = write_report(tmp_path, res)
@@ -49,29 +50,29 @@ def test_sweep_results_and_report(tmp_path):
 
 def test_rerun_reuses_cache_and_resumes(tmp_path, monkeypatch):
     adapter = FakeAdapter.from_options({"steps": (0, 10), "seeds": (0,)})
-    run_probes(adapter, ProbeConfig(out=tmp_path, progress=False))
+    run_probes(adapter, out=tmp_path, progress=False)
     (tmp_path / "cache" / "fake-s0@10.json").unlink()  # as if interrupted before the last checkpoint
     loads = []
     orig = FakeAdapter.load
     monkeypatch.setattr(FakeAdapter, "load", lambda self, c: loads.append(c.step) or orig(self, c))
-    res = run_probes(adapter, ProbeConfig(out=tmp_path, progress=False))
-    assert loads == [10] and len(res["checkpoints"]) == 2
+    res = run_probes(adapter, out=tmp_path, progress=False)
+    assert loads == [10] and len(res.checkpoints) == 2
 
 
 def test_other_probe_in_out_is_refused(tmp_path):
-    run_probes(FakeAdapter.from_options({"n_words": 4}), ProbeConfig(out=tmp_path, progress=False))
+    run_probes(FakeAdapter.from_options({"n_words": 4}), out=tmp_path, progress=False)
     before = (tmp_path / "results.json").read_text()
     with pytest.raises(InputError, match="another probe"):
-        run_probes(FakeAdapter.from_options({"n_words": 5}), ProbeConfig(out=tmp_path, progress=False))
+        run_probes(FakeAdapter.from_options({"n_words": 5}), out=tmp_path, progress=False)
     assert (tmp_path / "results.json").read_text() == before
-    run_probes(FakeAdapter.from_options({"n_words": 5}), ProbeConfig(out=tmp_path, progress=False, overwrite=True))
+    run_probes(FakeAdapter.from_options({"n_words": 5}), out=tmp_path, progress=False, overwrite=True)
 
 
 def test_corrupt_checkpoint_is_skipped_with_a_note(tmp_path):
     adapter = FakeAdapter.from_options({"steps": (0, 10, 20), "seeds": (0,), "broken_steps": (10,)})
-    res = run_probes(adapter, ProbeConfig(out=tmp_path, progress=False))
-    assert [r["step"] for r in res["checkpoints"]] == [0, 20]
-    assert any("corrupt" in n and "@10" in n for n in res["notes"])
+    res = run_probes(adapter, out=tmp_path, progress=False)
+    assert [r["step"] for r in res.checkpoints] == [0, 20]
+    assert any("corrupt" in n and "@10" in n for n in res.notes)
 
 
 def test_select_checkpoints():
@@ -132,10 +133,9 @@ def test_paired_test_and_band():
     assert metrics.stars(1e-4) == "***" and metrics.stars(0.2) == ""
 
 
-def test_run_group():
-    assert run_group("tf-s0") == "tf"
-    assert run_group("mamba2/seed-3") == "mamba2"
-    assert run_group("llava") == "llava"
+def test_groups_come_from_the_adapter(tmp_path):
+    res = run_probes(FakeAdapter.from_options({"seeds": (0, 1)}), progress=False)
+    assert {c["group"] for c in res.checkpoints} == {"fake"} and {c["run"] for c in res.checkpoints} == {"fake-s0", "fake-s1"}
 
 
 def test_cli_usage_errors_are_one_line(capsys):

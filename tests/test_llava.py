@@ -117,7 +117,7 @@ def test_several_sub_tokens_are_summed_with_teacher_forcing(adapter_and_model):
 
 
 def test_inside_share_on_a_planted_saliency_map():
-    from vlground.engine.vision_probes import box_aggregate_heads, head_inside_shares
+    from vlground.probes.boxheads import box_aggregate_heads, head_inside_shares
 
     S = 10  # positions 2..7 are image tokens; 3 and 4 are inside the box
     span = torch.zeros(1, S, dtype=torch.bool)
@@ -163,19 +163,21 @@ def test_probe_cli_end_to_end(tiny_llava_dir, mismatch_dir, tmp_path, capsys):
                "behaviour,boxheads,boxablation", "--device", "cpu", "--batch-size", "4", "--ablation-draws", "3",
                "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
-    res = json.loads((out / "results.json").read_text())
-    (rec,) = res["checkpoints"]
+    from vlground.results import load
+
+    res = load(out)
+    (rec,) = res.checkpoint_rows()
     assert rec["step"] is None and rec["n_pairs"] == rec["box_items"] > 5
     assert rec["p_value"] is not None and rec["info_gain"] == pytest.approx(rec["mismatch_surprisal"] - rec["match_surprisal"])
-    heads = res["heads"]
+    heads = res.rows("heads")
     assert len(heads) == 2 * 8 and all(0 <= h["inside_share"] <= 1 for h in heads)
     assert {h["kind"] for h in heads} <= {"none", "aggregate@0.7", "aggregate@0.9"}
-    assert [a["head_type"] for a in res["ablation"]] == ["aggregate@0.7", "aggregate@0.9"]
-    assert any(a["p_value"] is not None for a in res["ablation"])
+    assert [a["head_type"] for a in res.rows("ablation")] == ["aggregate@0.7", "aggregate@0.9"]
+    assert any(a["p_value"] is not None for a in res.rows("ablation"))
     html = (out / "report.html").read_text()
     assert "Box aggregate heads" in html and "Head ablation" in html and "box-heads-" in html
     assert "teacher forcing" in html and "the final model" in html
-    assert any("annotation 14" in n and "outside the model input" in n for n in res["notes"])  # cropped away
+    assert any("annotation 14" in n and "outside the model input" in n for n in res.all_notes())  # cropped away
 
 
 # ---------------------------------------------------------------- bad input

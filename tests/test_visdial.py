@@ -270,12 +270,14 @@ def test_probe_end_to_end_on_synthetic_scenes(probe_setup, tmp_path):
                "--annotations", str(s["ann"]), "--mismatch", str(s["mm"]), "--out", str(out), "--device", "cpu",
                "--probes", "behaviour,boxheads,boxablation,lens", "--mechanistic-checkpoints", "last", "--ablation-draws", "2"])
     assert rc in (0, None)
-    res = json.loads((out / "results.json").read_text())
-    last = res["checkpoints"][-1]
+    from vlground.results import load
+
+    res = load(out)
+    last = res.checkpoint_rows()[-1]
     for k in ("match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc"):
         assert k in last
-    assert res["heads"] and res["ablation"] and res["lens"]
-    assert {r["kind"] for r in res["heads"]} <= {"none", "aggregate@0.7", "aggregate@0.9"}
+    assert res.rows("heads") and res.rows("ablation") and res.rows("lens")
+    assert {r["kind"] for r in res.rows("heads")} <= {"none", "aggregate@0.7", "aggregate@0.9"}
     assert (out / "report.html").is_file()
     assert list(s["mm"].glob("features-*/features.npy"))  # probe images featurised once, beside the mismatches
 

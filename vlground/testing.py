@@ -205,7 +205,7 @@ class FakeAdapter(Adapter):
         broken_steps: tuple = ()  #: steps whose load raises InputError
 
     def checkpoints(self):
-        return [Checkpoint(run=f"fake-s{s}", path=f"fake://{s}/{t}", seed=s, step=t) for s in self.options.seeds for t in self.options.steps]
+        return [Checkpoint(run=f"fake-s{s}", path=f"fake://{s}/{t}", seed=s, step=t, group="fake") for s in self.options.seeds for t in self.options.steps]
 
     def load(self, ckpt):
         from vlground.errors import InputError

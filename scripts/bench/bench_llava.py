@@ -20,8 +20,9 @@ import torch
 
 from vlground.adapters.llava15 import Llava15Adapter
 from vlground.datasets.mismatch import BUNDLED_IMAGES, MismatchConfig, build_mismatch
-from vlground.engine.behaviour import batched
-from vlground.engine.vision_probes import box_saliency
+from vlground.probes.base import ProbeContext
+from vlground.probes.boxheads import box_saliency
+from vlground.probes.common import batched
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
     sync()
     score = (time.perf_counter() - t0) / len(items)
     t0 = time.perf_counter()
-    box_saliency(adapter, loaded, items, {"mech_items": len(items)})
+    box_saliency(ProbeContext(adapter, loaded, items), len(items))
     sync()
     sal = (time.perf_counter() - t0) / len(items)
     seq = adapter.batch(loaded, items[:1]).model_inputs["input_ids"].shape[1]

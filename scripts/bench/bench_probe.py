@@ -29,7 +29,7 @@ def main() -> None:
 
     from vlground.adapters.childes import ChildesAdapter
     from vlground.datasets.chat_generator import build_default_corpus
-    from vlground.engine.behaviour import item_surprisals
+    from vlground.probes.behaviour import item_surprisals
     from vlground.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:

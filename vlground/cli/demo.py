@@ -110,10 +110,12 @@ def run(args: argparse.Namespace) -> int:
     probe_run(ns)
 
     print("[4/4] at the last checkpoint (mean over seeds):")
-    res = json.loads((report_dir / "results.json").read_text())
+    from vlground.results import load
+
+    records = load(report_dir).checkpoint_rows()
     ok = True
     for arch in archs:
-        last = [r for r in res["checkpoints"] if r["run"].startswith(f"{arch}/") and r["step"] == steps]
+        last = [r for r in records if r["run"].startswith(f"{arch}/") and r["step"] == steps]
         if not last:
             continue
         m = sum(r["match_surprisal"] for r in last) / len(last)

@@ -97,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
          "--annotations", str(val / "instances.json"), "--mismatch", str(mm), "--out", str(report), "--device", "cpu",
          "--probes", "behaviour,boxheads,boxablation,lens", "--mechanistic-checkpoints", "last", "--overwrite",
          "--ablation-draws", "5"])
-    res = json.loads((report / "results.json").read_text())
-    last = [r for r in res["checkpoints"] if r["step"] == steps]
+    from vlground.results import load
+
+    records = load(report).checkpoint_rows()
+    last = [r for r in records if r["step"] == steps]
     if last:
         m = sum(r["match_surprisal"] for r in last) / len(last)
         mm_ = sum(r["mismatch_surprisal"] for r in last) / len(last)

@@ -61,6 +61,7 @@ class Checkpoint:
     path: str  #: checkpoint folder or hub id
     seed: int | None = None
     step: int | None = None  #: training step; None for a pretrained model
+    group: str | None = None  #: what the report pools seeds over (an architecture, a corpus variant); default: the run
 
     @property
     def key(self) -> str:

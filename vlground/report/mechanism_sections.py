@@ -7,22 +7,22 @@ from pathlib import Path
 from vlground.report import plots
 
 
-def render(results: dict, plot_dir: Path, img, table) -> list[str]:
-    out: list[str] = []
-    flow = results.get("flow") or []
-    if flow:
-        from vlground.engine.runner import run_group
+def render(results, plot_dir: Path, img, table) -> list[str]:
+    """Sections for :class:`vlground.results.Results` ``results``."""
 
+    out: list[str] = []
+    flow = results.rows("flow")
+    if flow:
         figs = []
-        for g in sorted({run_group(r["run"]) for r in flow}):
-            rows = [r for r in flow if run_group(r["run"]) == g]
+        for g in sorted({r["group"] for r in flow}):
+            rows = [r for r in flow if r["group"] == g]
             safe = g.replace("/", "_").replace(":", "_")
             figs.append(img(plots.layer_curves(rows, "env_flow", plot_dir / f"{safe}-flow.png",
                                                f"{g}: saliency from the environment into the target position", "S_env / S_rest")))
         out.append("<h2>Information flow over training</h2><p class=note>Per layer: mean saliency from the environment "
                    "token(s) into the position just before the target, over the mean of all other causal flows "
                    "(Wang et al. 2023); band: 95% over seeds.</p><div class=figs>" + "".join(figs) + "</div>")
-    lens = results.get("lens") or []
+    lens = results.rows("lens")
     if lens:
         steps = sorted({r["step"] for r in lens})
         layers = sorted({r["layer"] for r in lens})
@@ -37,24 +37,26 @@ def render(results: dict, plot_dir: Path, img, table) -> list[str]:
         p = plots.heatmap(m, steps, layers, plot_dir / "lens.png", "tuned lens: target surprisal (match)", "step", "layer", "nats")
         out.append("<h2>Tuned lens</h2><div class=figs>" + img(p) + "</div>")
     out.extend(_head_grids(results, plot_dir, img))
-    heads = results.get("heads") or []
+    heads = results.rows("heads", "heads")
     if heads:
         _share_over_training(results, plot_dir, img, out)
     out.extend(_box_heads(results, plot_dir, img, table))
-    abl = results.get("ablation") or []
+    abl = results.rows("ablation")
     if abl:
         cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
-                "original_surprisal", "p_value", "stars"]
+                "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "reason"]
         out.append("<h2>Head ablation</h2>" + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
     return out
 
 
-def _box_heads(results: dict, plot_dir: Path, img, table) -> list[str]:
+def _box_heads(results, plot_dir: Path, img, table) -> list[str]:
     """Image probes (``boxheads``): a grid of inside-box share per checkpoint (rows = layers,
     columns = heads) and the list of box aggregate heads."""
     import numpy as np
 
-    rows = [r for r in results.get("heads") or [] if r.get("inside_share") is not None]
+    from vlground.report.writer import _flat
+
+    rows = _flat([r for r in results.rows("heads", "boxheads") if r.get("inside_share") is not None])
     if not rows:
         return []
     out = ["<h2>Box aggregate heads</h2><p class=note>Inside-box share: the share of a head's saliency from image "
@@ -88,7 +90,7 @@ def _last_per_run(rows: list[dict]) -> list[dict]:
     return [last[k] for k in sorted(last)]
 
 
-def _head_grids(results: dict, plot_dir: Path, img) -> list[str]:
+def _head_grids(results, plot_dir: Path, img) -> list[str]:
     """Every head's mean saliency map (rows = layers, columns = heads) at the last probed
     checkpoint of each run, normalised per head and per model."""
     import torch
@@ -97,15 +99,18 @@ def _head_grids(results: dict, plot_dir: Path, img) -> list[str]:
     from vlground.mechanism.plots import plot_head_maps
 
     out = []
-    for r in _last_per_run(results.get("head_maps") or []):
-        maps = torch.tensor(r["maps"])
+    for r in _last_per_run([r for r in results.records("heads") if r.get("map_layers")]):
+        arr = results.arrays(r["key"]).get("heads.maps")
+        if arr is None:
+            continue
+        maps = torch.from_numpy(arr)
         safe = str(r["run"]).replace("/", "_")
         figs = []
         for per in ("head", "model"):
             path = plot_dir / f"heads-{safe}-step{r['step']}-per-{per}.png"
-            plot_head_maps(normalize_maps(maps, per=per), path, layer_labels=r["layers"])
+            plot_head_maps(normalize_maps(maps, per=per), path, layer_labels=r["map_layers"])
             figs.append(img(path))
-        tokens = " ".join(html.escape(t) for t in (r.get("tokens") or []))
+        tokens = " ".join(html.escape(t) for t in (r.get("map_tokens") or []))
         out.append(
             f"<h3>Head saliency maps: {html.escape(str(r['run']))} at step {r['step']}</h3>"
             f"<p class=note>Rows = layers, columns = heads; each map: row i, column j = flow from token j into token i, "
@@ -115,9 +120,10 @@ def _head_grids(results: dict, plot_dir: Path, img) -> list[str]:
     return out
 
 
-def _share_over_training(results: dict, plot_dir: Path, img, out: list[str]) -> None:
-    """Share of all saliency carried by gather and aggregate heads, over steps."""
-    rows = [r for r in results.get("checkpoints", []) if r.get("aggregate_saliency_share") is not None]
+def _share_over_training(results, plot_dir: Path, img, out: list[str]) -> None:
+    """Share of all saliency carried by the gather and aggregate heads identified at each run's
+    reference checkpoint, over steps."""
+    rows = [r for r in results.records("heads") if r.get("aggregate_share") is not None]
     if len(rows) < 2:
         return
     import numpy as np
@@ -125,7 +131,7 @@ def _share_over_training(results: dict, plot_dir: Path, img, out: list[str]) -> 
     from vlground.report.plots import plt  # Agg backend set there
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for key, color in (("gather_saliency_share", "tab:green"), ("aggregate_saliency_share", "tab:purple")):
+    for key, color in (("gather_share", "tab:green"), ("aggregate_share", "tab:purple")):
         steps = sorted({r["step"] for r in rows})
         ax.plot(steps, [np.mean([r[key] for r in rows if r["step"] == s]) for s in steps], marker="o", ms=3,
                 color=color, label=key.split("_")[0])

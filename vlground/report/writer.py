@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from vlground.report import plots
+from vlground.results import Results, load, seed_summary
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,20 @@ def _csv(path: Path, rows: list[dict]) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def _flat(rows: list[dict]) -> list[dict]:
+    """Nested dict columns (``aggregate_frac: {"0.7": ...}``) as ``aggregate_frac@0.7`` columns."""
+    out = []
+    for r in rows:
+        flat = {}
+        for k, v in r.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}@{kk}": vv for kk, vv in v.items()})
+            else:
+                flat[k] = v
+        out.append(flat)
+    return out
 
 
 def _fmt(v) -> str:
@@ -47,23 +62,23 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
-def write_report(out: str | Path, results: dict | None = None) -> Path:
-    """Write tables, plots and ``report.html`` into ``out``; returns the report's path."""
+def write_report(out: str | Path, results: Results | None = None) -> Path:
+    """Write tables, plots and ``report.html`` into ``out`` from the results there (read through
+    :func:`vlground.results.load`); returns the report's path."""
     out = Path(out)
-    if results is None:
-        results = json.loads((out / "results.json").read_text())
+    res = results if results is not None else load(out)
     plot_dir = out / "plots"
     plot_dir.mkdir(exist_ok=True)
-    records = results.get("checkpoints", [])
-    summary = results.get("seeds", [])
+    records = res.checkpoint_rows()
+    summary = seed_summary(res)
 
     _csv(out / "checkpoints.csv", records)
     _csv(out / "seeds.csv", summary)
-    words = [{"run": r["run"], "seed": r["seed"], "step": r["step"], **w} for r in records for w in r.get("words", [])]
+    words = res.rows("words")
     _csv(out / "words.csv", words)
     for t in TABLES:
-        if results.get(t):
-            _csv(out / f"{t}.csv", results[t])
+        if res.rows(t):
+            _csv(out / f"{t}.csv", _flat(res.rows(t)))
 
     sections: list[str] = []
     groups = sorted({s["group"] for s in summary})
@@ -91,7 +106,7 @@ def write_report(out: str | Path, results: dict | None = None) -> Path:
 
     from vlground.report import mechanism_sections
 
-    sections.extend(mechanism_sections.render(results, plot_dir, _img, _html_table))
+    sections.extend(mechanism_sections.render(res, plot_dir, _img, _html_table))
 
     if records:
         last = {}
@@ -100,13 +115,13 @@ def write_report(out: str | Path, results: dict | None = None) -> Path:
                 last[r["run"]] = r
         wcols = ["word", "match", "mismatch", "info_gain", "cooc", "reverse_match", "reverse_mismatch", "reverse_info_gain"]
         for run, r in sorted(last.items()):
-            ws = r.get("words", [])
+            ws = [w for w in words if w["key"] == r["key"]]
             sections.append(
                 f"<h3>Per word, {html.escape(run)} at {'the final model' if r['step'] is None else 'step ' + str(r['step'])}</h3>"
                 + _html_table(ws, [c for c in wcols if any(w.get(c) is not None for w in ws)])
             )
-    notes = results.get("notes", [])
-    settings = html.escape(json.dumps(results.get("settings", {}), indent=1))
+    notes = res.all_notes()
+    settings = html.escape(json.dumps(res.settings, indent=1))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vlground report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
@@ -116,7 +131,7 @@ th{{background:#f3f3f3}}.figs img{{max-width:48%;margin:4px}}pre{{background:#f7
 (teacher forcing: each sub-token is scored with the earlier ones in the input).
 Information gain = mismatch surprisal - match surprisal. p-values: one-sided Wilcoxon signed-rank over item pairs
 (mismatch &gt; match). R²: linear regression of per-word information gain on cumulative co-occurrence up to the step.
-Bands: 95% Student-t interval over seeds.</p>
+Bands: minimum to maximum over seeds. Layers are numbered from 1 (layer k = block k).</p>
 {''.join(sections)}
 <h2>Notes</h2><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes) or '<li>none</li>'}</ul>
 <h2>Settings</h2><pre>{settings}</pre></body></html>"""

@@ -1,0 +1,74 @@
+"""Helpers several probes share: chunking, the mechanistic item subset, the memoised saliency pass."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vlground.engine.adapter import ProbeBatch, ProbeItem
+from vlground.probes.base import ProbeContext
+
+
+def batched(seq: list, size: int) -> Iterator[list]:
+    for i in range(0, len(seq), max(1, size)):
+        yield seq[i : i + size]
+
+
+def num(x: Any) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def layer_number(block_index: int) -> int:
+    """1-based layer number of the block with 0-based index ``block_index`` (the paper counts 1..L)."""
+    return int(block_index) + 1
+
+
+def mech_items(items: list[ProbeItem], n: int) -> list[ProbeItem]:
+    """Match items of the env2lan direction, at most ``n``, spread evenly (deterministic)."""
+    pool = [it for it in items if it.condition == "match" and it.direction == "env2lan"]
+    if len(pool) <= n:
+        return pool
+    idx = np.linspace(0, len(pool) - 1, n).round().astype(int)
+    return [pool[i] for i in sorted(set(idx))]
+
+
+@dataclass
+class SaliencyPart:
+    """One chunk of the saliency pass: the batch (on the CPU) and ``saliency [B, L_att, H, S, S]``."""
+
+    batch: ProbeBatch
+    saliency: torch.Tensor
+
+
+def saliency_parts(ctx: ProbeContext, n_items: int) -> list[SaliencyPart]:
+    """All-head saliency ``dL/dA * A`` of the mechanistic items, memoised per checkpoint.
+
+    The pass runs through ``adapter.forward`` inputs (the batch's ``model_inputs``), so a model that
+    needs extra inputs gets the same ones as in scoring.
+    """
+    from vlground.mechanism.saliency import attention_saliency
+
+    key = f"saliency:{n_items}"
+    if key in ctx.memo:
+        return ctx.memo[key]
+    adapter, loaded = ctx.adapter, ctx.loaded
+    out = []
+    for chunk in batched(mech_items(ctx.items, n_items), max(1, adapter.options.batch_size // 2)):
+        batch = adapter.batch(loaded, chunk).to(loaded.device)
+        inputs = dict(batch.model_inputs)
+        ids = inputs.pop("input_ids", None)
+        embeds = inputs.pop("inputs_embeds", None)
+        mask = inputs.pop("attention_mask", None)
+        sal = attention_saliency(
+            loaded.model, ids, batch.predict_positions, batch.target_ids[:, 0], mask, inputs_embeds=embeds, **inputs
+        )
+        out.append(SaliencyPart(batch.to("cpu"), sal))
+    ctx.memo[key] = out
+    return out

@@ -1,0 +1,54 @@
+"""``saliency``: per layer, the saliency flow from the environment into the position just before
+the target (``S_env``) against the mean of all other causal flows (``S_rest``), Wang et al. 2023.
+
+Saliency is ``I = |dL/dA * A|`` summed over a layer's heads (``L`` = the target's loss at the
+position before it). ``S_env`` = mean of ``I[predict_position, j]`` over environment positions
+``j`` (``env_mask``); ``S_rest`` = mean over every other causal cell ``(i, j)``, ``j <= i``.
+Rows are per (checkpoint, layer); layers are 1-based block numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlground.engine.adapter import Capability
+from vlground.probes.base import Probe, ProbeContext, ProbeResult
+from vlground.probes.common import layer_number, num, saliency_parts
+
+
+@dataclass
+class FlowRow:
+    layer: int  #: 1-based block number
+    s_env: float | None  #: mean saliency from the environment into the position before the target
+    s_rest: float | None  #: mean saliency of every other causal flow
+    env_flow: float | None  #: s_env / s_rest
+
+
+class FlowProbe(Probe):
+    name = "saliency"
+    needs = frozenset({Capability.ATTENTION})
+    doc = "saliency flow from the environment into the position before the target, per layer"
+
+    @dataclass
+    class Options:
+        mech_items: int = 48  #: match items (env2lan) per checkpoint for the saliency probes, spread over frames and words
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        from vlground.mechanism.flow import flow_into
+
+        site = ctx.adapter.attention_site(ctx.loaded)
+        env, rest = [], []
+        for part in saliency_parts(ctx, self.options.mech_items):
+            b = part.batch
+            fl = flow_into(part.saliency, b.predict_positions, b.env_mask, valid=b.model_inputs.get("attention_mask"))
+            env.append(fl.env)
+            rest.append(fl.rest)
+        if not env:
+            return ProbeResult(notes=[f"saliency: skipped for {ctx.key} (no match items)"])
+        s_env, s_rest = torch.cat(env).mean(0), torch.cat(rest).mean(0)
+        rows = [
+            FlowRow(layer_number(layer), num(e), num(r), num(e / r) if r > 0 else None)
+            for layer, e, r in zip(site.layers, s_env.tolist(), s_rest.tolist())
+        ]
+        return ProbeResult(tables={"flow": rows})

@@ -1,0 +1,196 @@
+"""Probe results, schema version 2, and the one loader everything reads them through.
+
+An output folder of ``vlground probe`` holds::
+
+    results.json          {"version": 2, "settings", "checkpoints", "probes", "notes"}
+    items.parquet         per-item rows of the behaviour probe (one row per item and checkpoint)
+    arrays/<key>.npz      large arrays per checkpoint (head maps), named "<probe>.<name>"
+
+``checkpoints``: ``[{key, run, group, seed, step, path, fingerprint, seconds}]`` in probe order;
+``group`` is given by the adapter (an architecture, a corpus variant), never parsed from names.
+``probes``: ``{name: {"records": [{key, ...scalars}], "tables": {table: [rows]}, "notes": [...]}}``;
+every row carries its checkpoint's ``key``, ``run``, ``group``, ``seed`` and ``step``.
+Layer numbers are 1-based (layer ``k`` = block ``k``; the lens's layer 0 = embeddings).
+
+This module imports neither torch nor the engine: a notebook or the report can read results
+on a machine without the models. ``load(path)`` returns :class:`Results`; its ``frame(...)``
+methods give pandas DataFrames.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlground.errors import InputError
+
+VERSION = 2
+#: tables kept out of results.json and written as ``<table>.parquet`` (one row per item: large)
+COLUMNAR = ("items",)
+#: the fields every row gets from its checkpoint
+CHECKPOINT_FIELDS = ("key", "run", "group", "seed", "step")
+
+
+@dataclass
+class Results:
+    """Results of one probe folder (or of an in-process probe run)."""
+
+    settings: dict[str, Any]
+    checkpoints: list[dict[str, Any]]
+    probes: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    path: Path | None = None  #: the output folder, when the results are on disk
+    columnar: dict[str, list[dict]] = field(default_factory=dict)  #: in-memory rows of COLUMNAR tables
+
+    # -- plain access (no pandas) ------------------------------------------------------------------
+    def records(self, probe: str) -> list[dict[str, Any]]:
+        """Per-checkpoint scalars of ``probe`` (each with the checkpoint fields)."""
+        return list(self.probes.get(probe, {}).get("records", []))
+
+    def rows(self, table: str, probe: str | None = None) -> list[dict[str, Any]]:
+        """Rows of ``table`` from ``probe`` (or from every probe that has such a table)."""
+        if table in COLUMNAR:
+            return self._columnar(table)
+        names = [probe] if probe else list(self.probes)
+        out: list[dict] = []
+        for n in names:
+            out.extend(self.probes.get(n, {}).get("tables", {}).get(table, []))
+        return out
+
+    def checkpoint_rows(self) -> list[dict[str, Any]]:
+        """One row per checkpoint: its fields and the records of every probe merged in."""
+        by_key = {c["key"]: dict(c) for c in self.checkpoints}
+        for p in self.probes.values():
+            for r in p.get("records", []):
+                if r.get("key") in by_key:
+                    by_key[r["key"]].update({k: v for k, v in r.items() if k not in CHECKPOINT_FIELDS})
+        return list(by_key.values())
+
+    def all_notes(self) -> list[str]:
+        out = list(self.notes)
+        for p in self.probes.values():
+            out.extend(n for n in p.get("notes", []) if n not in out)
+        return out
+
+    def arrays(self, key: str) -> dict[str, np.ndarray]:
+        """Large arrays of one checkpoint (``{"<probe>.<name>": array}``); empty when none."""
+        if self.path is None:
+            return {}
+        f = self.path / "arrays" / array_file_name(key)
+        if not f.is_file():
+            return {}
+        with np.load(f) as z:
+            return {k: z[k] for k in z.files}
+
+    def _columnar(self, table: str) -> list[dict]:
+        if table in self.columnar:
+            return self.columnar[table]
+        if self.path is not None and (self.path / f"{table}.parquet").is_file():
+            return self.frame(table).to_dict("records")
+        return []
+
+    # -- pandas --------------------------------------------------------------------------------------
+    def frame(self, table: str, probe: str | None = None):
+        """A pandas DataFrame of ``table`` (``checkpoints``, ``items``, ``words``, ``heads``,
+        ``ablation``, ``lens``, ``flow``...)."""
+        import pandas as pd
+
+        if table == "checkpoints":
+            return pd.DataFrame(self.checkpoint_rows())
+        if table in COLUMNAR and table not in self.columnar and self.path is not None:
+            f = self.path / f"{table}.parquet"
+            return pd.read_parquet(f) if f.is_file() else pd.DataFrame()
+        return pd.DataFrame(self.rows(table, probe))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, "settings": self.settings, "checkpoints": self.checkpoints,
+                "probes": self.probes, "notes": self.notes}
+
+
+def array_file_name(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key) + ".npz"
+
+
+def load(path: str | Path) -> Results:
+    """Read a probe output folder (or its ``results.json``). A file of another schema version
+    raises :class:`InputError` with one line saying how to re-run."""
+    p = Path(path)
+    f = p / "results.json" if p.is_dir() else p
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{f}: no results (run vlground probe --out {f.parent})") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{f}: cannot read results ({exc})") from None
+    version = data.get("version") if isinstance(data, dict) else None
+    if version != VERSION:
+        raise InputError(f"{f}: results schema version {version}, this vlground reads version {VERSION}; "
+                         f"re-run the probe with --out {f.parent} --overwrite")
+    return Results(settings=data.get("settings", {}), checkpoints=data.get("checkpoints", []), probes=data.get("probes", {}),
+                   notes=data.get("notes", []), path=f.parent)
+
+
+def write(res: Results, out: str | Path) -> Path:
+    """Write ``results.json`` and the columnar tables into ``out`` (atomically); returns results.json's path."""
+    from vlground.corpus.format import write_json
+
+    out = Path(out)
+    for table, rows in res.columnar.items():
+        _write_parquet(out / f"{table}.parquet", rows)
+    write_json(out / "results.json", _finite(res.to_json()))
+    return out / "results.json"
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> None:
+    import os
+
+    import pandas as pd
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _finite(x):
+    """NaN/inf -> None, numpy scalars -> Python (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# -- summaries over seeds (read by the report) -----------------------------------------------------
+SUMMARY_FIELDS = (
+    "match_surprisal", "mismatch_surprisal", "info_gain", "r2_cooc",
+    "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_r2_cooc",
+)
+
+
+def seed_summary(res: Results) -> list[dict[str, Any]]:
+    """Per (group, step): mean over seeds of the summary fields, with the min and max over seeds
+    as the band (a band that cannot leave the values' range), and ``n_seeds``."""
+    groups: dict[tuple[str, Any], list[dict]] = {}
+    for r in res.checkpoint_rows():
+        groups.setdefault((r.get("group") or r["run"], r.get("step")), []).append(r)
+    out = []
+    for (group, step), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
+        row: dict[str, Any] = {"group": group, "step": step, "n_seeds": len(rs)}
+        for f in SUMMARY_FIELDS:
+            vals = [r[f] for r in rs if r.get(f) is not None]
+            if vals:
+                row[f] = float(np.mean(vals))
+                row[f + "_low"] = float(np.min(vals))
+                row[f + "_high"] = float(np.max(vals))
+        out.append(row)
+    return out
