@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_monitor(adapter, cfg)
     for note in res.get("notes", []):
         log.warning(note)
-    ref = res["evaluation"][0]
+    ref = res["evaluation"][0] if res["evaluation"] else {"auroc": None}
     auroc = "undefined" if ref["auroc"] is None else f"{ref['auroc']:.3f} [{ref['auroc_low']:.3f}, {ref['auroc_high']:.3f}]"
     print(f"{res['n_words']} words ({res['n_hallucinated']} hallucinated); grounding score AUROC {auroc}; "
           f"report: {(args.out / 'report.html').resolve()}")

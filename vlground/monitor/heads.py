@@ -5,8 +5,8 @@ Heads file (JSON, written by ``vlground monitor`` next to its results, so a run 
     {"heads": [{"layer": 3, "head": 1}, ...],   # layers 1-based, as the paper and every report count
      "source": "reports/llava/results.json", "level": 0.7, "run": "...", "step": 500}
 
-A ``boxheads`` result is read by :func:`read_boxheads`, the only function that knows the layout of
-``results.json``; a head is taken when it is aggregate at ``level`` (its inside-box share of
+A ``boxheads`` result is read by :func:`read_boxheads` (through :func:`vlground.results.load`, the
+only place that knows the results layout); a head is taken when it is aggregate at ``level`` (its inside-box share of
 image-to-word saliency ``>= level``) on at least half of the items, in the final checkpoint (largest
 step) of the chosen run.
 """
@@ -61,23 +61,23 @@ def read_heads_file(path: Path) -> HeadSet:
 
 
 def read_boxheads(path: Path, level: float = 0.7, run: str | None = None) -> HeadSet:
-    """Aggregate heads of a ``vlground probe --probes boxheads`` result (``results.json`` or its folder).
+    """Aggregate heads of a ``vlground probe --probes boxheads`` result (folder or ``results.json``).
 
-    Reads the version-1 layout: a top-level ``heads`` table with rows ``{run, step, layer (0-based), head,
-    aggregate_frac@<level>}``. ``run``: which run's heads (default: the only one, else an error naming them).
+    Read through :func:`vlground.results.load` (schema v2): the ``boxheads`` probe's ``heads`` table, rows
+    ``{run, step, layer (1-based), head, aggregate_frac: {level: share of items}}``. ``run``: whose heads
+    (default: the only run, else an error naming them); the run's final checkpoint (largest step) is used.
     """
-    f = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{f}: cannot read probe results ({type(exc).__name__})") from None
-    rows = data.get("heads") if isinstance(data, dict) else None
+    from vlground import results
+
+    res = results.load(path)
+    f = res.path / "results.json" if res.path is not None else Path(path)
+    rows = res.rows("heads", "boxheads")
     if not rows:
         raise InputError(f"{f}: no boxheads table (run vlground probe --probes boxheads)")
-    col = f"aggregate_frac@{level:g}"
-    if col not in rows[0]:
-        levels = sorted(k.split("@", 1)[1] for k in rows[0] if k.startswith("aggregate_frac@"))
-        raise InputError(f"{f}: no heads at level {level:g} (levels there: {', '.join(levels) or 'none'})")
+    key = f"{level:g}"
+    if key not in (rows[0].get("aggregate_frac") or {}):
+        levels = sorted(rows[0].get("aggregate_frac") or {})
+        raise InputError(f"{f}: no heads at level {key} (levels there: {', '.join(levels) or 'none'})")
     runs = sorted({r["run"] for r in rows})
     if run is None:
         if len(runs) > 1:
@@ -88,9 +88,9 @@ def read_boxheads(path: Path, level: float = 0.7, run: str | None = None) -> Hea
         raise InputError(f"{f}: no run {run!r} (runs: {', '.join(runs)})")
     step = max((r["step"] for r in mine if r.get("step") is not None), default=None)
     final = [r for r in mine if r.get("step") == step]
-    heads = tuple(sorted((int(r["layer"]), int(r["head"])) for r in final if r[col] >= 0.5))
+    heads = tuple(sorted((int(r["layer"]) - 1, int(r["head"])) for r in final if r["aggregate_frac"][key] >= 0.5))
     if not heads:
-        raise InputError(f"{f}: no head is aggregate@{level:g} on at least half the items in {run} step {step}; "
+        raise InputError(f"{f}: no head is aggregate@{key} on at least half the items in {run} step {step}; "
                          "choose a lower --level or give a heads file")
     return HeadSet(heads, str(f), level, run, step)
 
@@ -105,7 +105,7 @@ def load_heads(path: Path, level: float = 0.7, run: str | None = None) -> HeadSe
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InputError(f"{p}: not JSON") from None
-        if isinstance(data, dict) and "heads" in data and "checkpoints" not in data:
+        if isinstance(data, dict) and "heads" in data and "version" not in data:
             return read_heads_file(p)
     return read_boxheads(p, level, run)
 

@@ -92,7 +92,7 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
     """Run ``cfg.task`` on the chosen checkpoint of ``adapter``; returns (and writes) ``monitor.json``."""
     import torch
 
-    from vlground.engine.runner import select_checkpoints
+    from vlground.probes.runner import select_checkpoints
     from vlground.monitor.backends import backend_for
     from vlground.monitor.heads import load_heads, random_head_sets
     from vlground.vision.coco import load_coco
@@ -121,8 +121,6 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
     torch.manual_seed(cfg.seed)
     runner = TaskRunner(backend_for(adapter, loaded), sites, Scorer(chosen, random_sets, cfg.task.topk), cfg.task, coco)
     rows = runner.run()
-    if not rows:
-        raise InputError(f"task {cfg.task.task}: no labelled words ({'; '.join(runner.notes[:2]) or 'nothing generated'})")
     outcome = runner.outcome()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,9 +129,12 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
     write_json(out / "heads.json", heads.to_json())
     n_hall = sum(r.label for r in rows)
     notes = list(runner.notes)
-    if n_hall == 0 or n_hall == len(rows):
+    if not rows:
+        notes.append(f"task {cfg.task.task}: no labelled words (the model named no annotated category); nothing to evaluate")
+    elif n_hall == 0 or n_hall == len(rows):
         notes.append(f"all {len(rows)} words have the same label; AUROC/AUPRC are undefined")
-    ev = evaluate_words(rows, cfg.n_boot, cfg.seed)
+    ev = evaluate_words(rows, cfg.n_boot, cfg.seed) if rows else {"table": [], "roc": {}, "random_sets_at_least_as_good": None,
+                                                                   "distributions": {}}
     result = {
         "version": 1, "task": cfg.task.task,
         "settings": {**adapter.settings(), **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items() if k != "task"},
@@ -146,6 +147,8 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
         "examples": _examples(rows, coco), "notes": notes,
     }
     if cfg.mitigate:
+        if cfg.task.threshold is None and not rows:
+            raise InputError("--mitigate: no scored words to set the threshold from; give --threshold")
         threshold = cfg.task.threshold if cfg.task.threshold is not None else float(np.percentile([r.score for r in rows], 25))
         runner.cfg = dataclasses.replace(cfg.task, threshold=threshold)
         mit_rows = runner.run(mitigate=True)
@@ -155,7 +158,7 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
                                 "threshold_rule": "given" if cfg.task.threshold is not None else "25th percentile of the unmitigated words' scores"}
     result = metrics.nan_to_none(result)
     with open(out / "evaluation.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(result["evaluation"][0]))
+        w = csv.DictWriter(fh, fieldnames=list(result["evaluation"][0]) if result["evaluation"] else ["detector"])
         w.writeheader()
         w.writerows(result["evaluation"])
     write_json(out / "monitor.json", result)

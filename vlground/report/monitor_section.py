@@ -78,7 +78,8 @@ def _dist_plot(scores: dict) -> str:
             ax.hist(v, bins=20, alpha=0.5, color=colour, label=f"{key} (n={len(v)})", density=True)
     ax.set_xlabel("grounding score (identified heads)")
     ax.set_ylabel("density")
-    ax.legend(fontsize=8)
+    if any(scores.get(k) for k in ("grounded", "hallucinated")):
+        ax.legend(fontsize=8)
     return _png(fig)
 
 
