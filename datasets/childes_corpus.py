@@ -23,7 +23,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from vlground.chat.types import ChatFile
-from vlground.corpus.format import check_build_options, ENV, FORMAT, LAN, SPECIALS, atomic_dir, write_json
+from vlground.corpus.format import (ENV, FORMAT, LAN, SPECIALS, atomic_dir, check_build_options, check_out,
+                                    is_corpus_folder, write_json)
 from vlground.errors import InputError
 
 from .childes_text import act_tuple
@@ -56,14 +57,16 @@ class BuildCorpusConfig:
     strict: bool = False
     """Stop with an error at the first problem (error-severity) instead of skipping it."""
     overwrite: bool = False
-    """Replace an existing ``out`` folder (only once the new one is complete)."""
+    """Replace an existing ``out`` corpus folder (only once the new one is complete; never a folder
+    without vlground's corpus marker, never an input)."""
     progress: bool = True
     """Show a tqdm progress bar over files (only on a terminal)."""
 
     def validate(self) -> None:
         if not self.inputs:
             raise InputError("build-corpus: no input given (pass .cha files, folders or .zip archives)")
-        check_build_options(self.chunk_len, self.min_count, self.drop_cooc)
+        check_build_options(self.chunk_len, self.min_count, self.drop_cooc, self.seed)
+        check_out(self.out, self.inputs, overwrite=self.overwrite)
 
 
 class _Ids(dict):
@@ -182,7 +185,7 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
     act_tuple.cache_clear()  # memoised within one build only (fair timing, bounded memory)
     config.validate()
     out = Path(config.out)
-    with atomic_dir(out, overwrite=config.overwrite) as tmp:
+    with atomic_dir(out, overwrite=config.overwrite, marker=is_corpus_folder) as tmp:
         # 1-2. read and encode
         enc = _encode(files, config.strict)
         stats = enc.stats

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from vlground.corpus.format import check_build_options, FORMAT, LAN, SPECIALS, atomic_dir, lan_token, write_json
+from vlground.corpus.format import (FORMAT, LAN, SPECIALS, atomic_dir, check_build_options, check_out, is_corpus_folder,
+                                    lan_token, write_json)
 from vlground.errors import InputError
 
 from .cooc import choose_dropped, chunk_sources, chunk_stream
@@ -90,9 +91,12 @@ class VisdialCorpusConfig:
     """Show a progress bar while featurising."""
 
     def validate(self) -> None:
-        check_build_options(self.chunk_len, self.min_count, self.drop_cooc)
-        if Path(self.out).exists() and not self.overwrite:
-            raise InputError(f"{self.out}: already exists (choose another --out or pass --overwrite)")
+        check_build_options(self.chunk_len, self.min_count, self.drop_cooc, self.seed)
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit {self.limit}: must be at least 1")
+        if self.batch_size < 1:
+            raise InputError(f"batch size {self.batch_size}: must be at least 1")
+        check_out(self.out, [self.visdial, self.images, self.annotations, self.features_cache], overwrite=self.overwrite)
 
 
 def image_key(image) -> str:
@@ -238,7 +242,7 @@ def build_visdial_corpus(config: VisdialCorpusConfig, featurizer=None) -> Path:
     except ValueError:  # another drive
         cache_ref = str(cache.folder.resolve())
     rows = cache.rows([keys[i] for i in images])
-    with atomic_dir(out, overwrite=config.overwrite) as tmp:
+    with atomic_dir(out, overwrite=config.overwrite, marker=is_corpus_folder) as tmp:
         np.save(tmp / "chunks.npy", np.ascontiguousarray(chunks, dtype=np.int32))
         np.save(tmp / "image_pos.npy", np.ascontiguousarray(image_pos, dtype=np.int32))
         np.save(tmp / "image_rows.npy", rows)

@@ -17,8 +17,8 @@ def test_namespace_mapping_in_this_install(tmp_path):
     import vlground.adapters
     import vlground.datasets
 
-    assert Path(vlground.adapters.__file__).parent == ROOT / "adapters"
-    assert Path(vlground.datasets.__file__).parent == ROOT / "datasets"
+    assert [Path(p) for p in vlground.adapters.__path__] == [ROOT / "adapters"]
+    assert [Path(p) for p in vlground.datasets.__path__] == [ROOT / "datasets"]
     # outside the source tree, our folders are not importable under their bare names (those
     # belong to PyPI packages): only the vlground.* names exist
     code = (

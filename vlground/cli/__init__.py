@@ -9,13 +9,15 @@ Each subcommand is a module ``vlground.cli.<name>`` exposing
 Modules are imported only when their command runs, so ``vlground --help`` stays fast and a
 broken optional dependency of one command never breaks another. ``main(argv)`` is callable
 in-process (tests do so). A :class:`vlground.errors.VlgroundError` becomes a one-line
-``vlground: error: ...`` on stderr and exit status 2.
+``vlground: error: ...`` on stderr and exit status 2; an :class:`OSError` (an unwritable
+folder, a full disk, a file that vanished) becomes ``vlground: error: <path>: <what>`` and exit
+status 1. Every command writes through temporary names renamed into place, so what was already
+written is intact after either.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from typing import Sequence
 
@@ -43,6 +45,26 @@ _HELP = {
 }
 
 
+#: command name -> examples shown at the end of its --help
+EXAMPLES = {
+    "check-chat": ["vlground check-chat transcripts/", "vlground check-chat Brown.zip --errors-only"],
+    "build-corpus": ["vlground build-corpus transcripts/ Brown.zip --out corpora/childes",
+                     "vlground build-corpus --visdial visdial_1.0_train.json --images coco/train2014 "
+                     "--annotations coco/instances_train2014.json --out corpora/visdial"],
+    "train": ["vlground train --corpus corpora/childes --arch transformer --size tiny --seed 0 --out runs/tf-s0",
+              "vlground train --corpus corpora/childes --arch lstm --seeds 0,1,2 --out runs/lstm --log-with tensorboard",
+              "tensorboard --logdir runs/lstm  # loss, val loss, lr, tokens/s, grad norm"],
+    "probe": ["vlground probe --adapter childes --run runs/tf-s0 runs/tf-s1 --out probes/tf",
+              "vlground probe --adapter childes --run runs/tf-s0 --probes behaviour,saliency,heads --mechanistic-checkpoints 0,500,last --out probes/tf-mech",
+              "vlground probe --adapter llava15 --model llava-hf/llava-1.5-7b-hf --images coco/val2017 "
+              "--annotations coco/instances.json --mismatch mismatch/ --probes behaviour,saliency,boxheads --out probes/llava"],
+    "build-mismatch": ["vlground build-mismatch --annotations coco/instances.json --images coco/val2017 --inpaint --out mismatch/"],
+    "demo": ["vlground demo --quick   # a smoke test, about a minute",
+             "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
+             "vlground demo --vision  # the vision testbed"],
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (``vlground build-corpus: error: ...; see --help``), exit 2."""
 
@@ -55,14 +77,30 @@ def _command_module(name: str):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog="vlground", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    from vlground import __version__
+
+    parser = _Parser(prog="vlground", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="examples:\n  vlground demo --quick\n  vlground <command> --help")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: progress details (INFO); -vv: debug, with third-party logs")
+    parser.add_argument("--version", action="version", version=f"vlground {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.get(name, []))
+        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name], epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v: details (INFO); -vv: debug")
         if name == command:
             _command_module(name).add_arguments(p)
     return parser
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <what>`` on one line (``<what>`` alone when the error names no file)."""
+    what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    if exc.filename is None:
+        return what
+    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{exc.filename}{target}: {what}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,10 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vlground: error: {command}: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from vlground.cli.terminal import configure
+
+    configure(args.verbose)
     if args.command is None:
         parser.print_help()
         return 0
@@ -86,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VlgroundError as exc:
         print(f"vlground: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"vlground: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vlground: interrupted; finished work is kept, run again to resume", file=sys.stderr)
         return 130

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f"h_{f.name}") for f in fields(Hyper) if getattr(args, f"h_{f.name}") is not None}
     cfg = TrainConfig(
         corpus=args.corpus, out=args.out, arch=args.arch, size=args.size, config=args.config, seed=args.seed,
-        seeds=args.seeds, resume=args.resume, progress=args.progress, overrides=overrides,
+        seeds=args.seeds, resume=args.resume, progress=args.progress, log_with=args.log_with, overrides=overrides,
         model_overrides=dict(args.model_arg), stop_after=args.stop_after,
     )
     out = train(cfg)

@@ -55,8 +55,10 @@ def speaker_token(code: str) -> str:
     return f"<{code}>"
 
 
-def check_build_options(chunk_len: int, min_count: int, drop_cooc: float) -> None:
+def check_build_options(chunk_len: int, min_count: int, drop_cooc: float, seed: int = 0) -> None:
     """One-line errors for the options every corpus builder shares."""
+    if seed < 0:
+        raise InputError(f"--seed {seed}: must be 0 or more")
     if chunk_len < 2:
         raise InputError(f"--chunk-len {chunk_len}: must be at least 2")
     if min_count < 1:
@@ -65,19 +67,98 @@ def check_build_options(chunk_len: int, min_count: int, drop_cooc: float) -> Non
         raise InputError(f"--drop-cooc {drop_cooc}: must be between 0 and 1")
 
 
+def is_corpus_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` carries the corpus marker: a ``corpus.json`` of this :data:`FORMAT`."""
+    try:
+        meta = json.loads((Path(path) / "corpus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def _within(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def check_out(out: str | os.PathLike, inputs, *, overwrite: bool, marker=is_corpus_folder,
+              kind: str = "corpus", option: str = "--out") -> None:
+    """One-line errors, before anything is read or written, for an ``out`` folder that
+
+    * is or contains one of ``inputs`` (files or folders), or lies inside an input folder: no
+      command writes into one of its input folders, and ``--overwrite`` can never delete an input;
+    * exists without ``overwrite``, or exists without vlground's marker of this output kind
+      (``marker(out)``; :func:`is_corpus_folder` for a corpus) with ``overwrite``: ``--overwrite``
+      replaces only what vlground wrote.
+    """
+    out_r = Path(out).resolve()
+    for raw in inputs:
+        if raw is None:
+            continue
+        inp = Path(raw).resolve()
+        if _within(inp, out_r) or (inp.is_dir() and _within(out_r, inp)):
+            raise InputError(f"{out}: {option} is or holds the input {raw} (no command writes into its input "
+                             f"folders); choose another {option}")
+    final = Path(out)
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise InputError(f"{final}: already exists (choose another {option} or pass --overwrite)")
+        if final.is_symlink() or not final.is_dir() or not marker(final):
+            raise InputError(f"{final}: not a vlground {kind} folder, so --overwrite will not delete it; "
+                             f"choose another {option}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>`` folders beside ``final`` left by a
+    killed process (its pid no longer runs); returns the ones removed."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for p in final.parent.glob(f".{glob_escape(final.name)}.*-*"):
+        rest = p.name[len(final.name) + 2:]
+        kind, _, tail = rest.partition("-")
+        pid = tail.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False, marker=None, kind: str = "corpus") -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success rename it to ``final``.
 
     On an exception (Ctrl-C included) the temporary folder is removed and ``final`` is left as
     it was. With ``overwrite`` an existing ``final`` is replaced only after the new one is
-    complete.
+    complete, and only when ``marker(final)`` says vlground wrote it (no check when ``marker`` is
+    None: internal folders such as a checkpoint). Temporary folders of killed earlier runs are
+    removed first (:func:`clean_stale_temps`).
     """
     final = Path(final)
     if final.exists() and not overwrite:
         raise InputError(f"{final}: already exists (choose another --out or pass --overwrite)")
+    if final.exists() and marker is not None and not marker(final):
+        raise InputError(f"{final}: not a vlground {kind} folder, so --overwrite will not delete it; choose another --out")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale_temps(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
     except BaseException:
@@ -93,11 +174,15 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write JSON atomically (temporary file + rename; the temporary file is removed on failure)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass

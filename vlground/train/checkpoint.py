@@ -19,8 +19,10 @@ is written last, so a folder named ``step-<N>`` is complete unless a file was da
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -40,6 +42,48 @@ TRAINER_STATE = "trainer_state.pt"
 _REQUIRED = ("config.json", "model.safetensors", TRAINER_STATE, INFO)
 _STEP = re.compile(r"^step-(\d+)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class CorruptCheckpoint(InputError):
+    """A checkpoint whose files are there and readable but whose content is damaged (truncated,
+    not what ``vlground train`` writes). Only this kind lets ``--resume`` set a checkpoint aside;
+    a checkpoint that cannot be *read* (permissions, I/O) raises its :class:`OSError` instead."""
+
+
+def check_readable(path: str | Path) -> None:
+    """Open every file a checkpoint needs; the :class:`OSError` of the first unreadable one
+    propagates (a missing one is left to the loaders, which call it corrupt)."""
+    for name in _REQUIRED:
+        f = Path(path) / name
+        try:
+            with open(f, "rb") as fh:
+                fh.read(1)
+        except FileNotFoundError:
+            continue
+
+
+def _write_failure(exc: BaseException, path: Path) -> OSError:
+    """The :class:`OSError` a failed write really is (torch reports a full disk as
+    ``unexpected pos``; safetensors as its own error)."""
+    if isinstance(exc, OSError):
+        return exc if exc.filename is not None else OSError(exc.errno, exc.strerror or str(exc), str(path))
+    try:
+        full = shutil.disk_usage(path.parent if not path.is_dir() else path).free < 64 * 2**20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    first = (str(exc).splitlines() or [""])[0]
+    return OSError(errno.EIO, f"cannot write ({type(exc).__name__}: {first})", str(path))
+
+
+def _torch_save(obj, f: Path) -> None:
+    """``torch.save`` through a Python file, so a full disk is an ``OSError`` naming ``f``."""
+    try:
+        with open(f, "wb") as fh:
+            torch.save(obj, fh)
+    except (OSError, RuntimeError) as exc:
+        raise _write_failure(exc, f) from None
 
 
 def checkpoint_steps(steps: int, every: int, dense_until: int) -> list[int]:
@@ -74,11 +118,14 @@ def save_checkpoint(
     """Write ``RUN/checkpoints/step-<step>/`` atomically (replacing one left by an earlier attempt)."""
     final = Path(run_dir) / CHECKPOINTS / f"step-{step}"
     with atomic_dir(final, overwrite=True) as tmp:
-        model.save_pretrained(str(tmp))
+        try:
+            model.save_pretrained(str(tmp))
+        except (OSError, RuntimeError, SafetensorError) as exc:
+            raise _write_failure(exc, tmp / "model.safetensors") from None
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_dir) / name).is_file():
                 shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
-        torch.save(trainer_state, tmp / TRAINER_STATE)
+        _torch_save(trainer_state, tmp / TRAINER_STATE)
         write_json(tmp / INFO, {"step": step, **info})
     return final
 
@@ -89,7 +136,7 @@ def _read_info(path: Path) -> dict:
     except FileNotFoundError:
         raise InputError(f"{path}: not a complete vlground checkpoint (no {INFO})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path / INFO}: corrupt ({exc})") from None
+        raise CorruptCheckpoint(f"{path / INFO}: corrupt ({exc})") from None
 
 
 def load_model(path: str | Path, *, attn_implementation: str | None = "eager", dtype: torch.dtype = torch.float32):
@@ -101,6 +148,7 @@ def load_model(path: str | Path, *, attn_implementation: str | None = "eager", d
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: no such checkpoint folder")
+    check_readable(path)
     info = _read_info(path)
     kwargs = {"dtype": dtype}
     if info.get("arch") in ATTENTION_ARCHS and attn_implementation is not None:
@@ -109,7 +157,7 @@ def load_model(path: str | Path, *, attn_implementation: str | None = "eager", d
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {first})") from None
+        raise CorruptCheckpoint(f"{path}: corrupt checkpoint ({type(exc).__name__}: {first})") from None
     return model.eval()
 
 
@@ -138,12 +186,16 @@ def load_checkpoint(
 def load_trainer_state(path: str | Path) -> dict:
     """The resume state saved beside the weights (tensors and plain values only)."""
     f = Path(path) / TRAINER_STATE
+    with open(f, "rb") as fh:  # FileNotFoundError, PermissionError ...: not corruption, propagate
+        fh.read(1)
     try:
-        return torch.load(f, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{f}: missing") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:  # truncated zip, bad pickle
-        raise InputError(f"{f}: corrupt ({type(exc).__name__})") from None
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        # truncated zip, a plain pickle of other objects
+        raise CorruptCheckpoint(f"{f}: corrupt or not written by vlground train ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise CorruptCheckpoint(f"{f}: not a trainer state (a {type(state).__name__}, not a dict)")
+    return state
 
 
 def checkpoint_info(path: str | Path) -> dict:

@@ -81,8 +81,25 @@ class Hyper:
         return asdict(self)
 
     def validate(self, where: str = "config") -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"{where}: steps and batch_size must be >= 1")
+        import math
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InputError(f"{where}: {f.name} must be a finite number, got {v}")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InputError(f"{where}: lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "checkpoint_every", "checkpoint_dense_until", "split_seed", "weight_decay",
+                     "grad_clip", "eps", "min_lr_ratio"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1 or self.val_max_chunks < 1:
+            raise InputError(f"{where}: log_every and val_max_chunks must be >= 1")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise InputError(f"{where}: beta1 and beta2 must be in [0, 1)")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise InputError(f"{where}: unknown schedule {self.schedule!r} (known: cosine, linear, constant)")
         if not 0.0 < self.val_fraction < 1.0:
@@ -104,6 +121,7 @@ class TrainConfig:
     seeds: list[int] | None = _f(None, "comma-separated seeds for a sweep, e.g. 0,1,2,3,4 (runs in OUT/seed-<k>/)")
     resume: bool = _f(False, "continue from the latest complete checkpoint in the run folder")
     progress: bool = _f(True, "show a progress bar")
+    log_with: str | None = _f(None, "experiment trackers: tensorboard, wandb, mlflow or all (comma list); files in OUT/tracking/")
     overrides: dict[str, Any] = _f(None, "training options over the config file (Hyper fields)", cli=False)
     model_overrides: dict[str, Any] = _f(None, "model kwargs over the config file's \"model\"", cli=False)
     stop_after: int | None = _f(None, "stop after this step without a checkpoint, as if killed (for tests)", cli=False)
@@ -152,6 +170,12 @@ def resolve(cfg: TrainConfig) -> tuple[str, str, dict, Hyper, str]:
         data = read_config_file(path)
         size, used = cfg.size, path.name
     check_arch(arch)
+    if cfg.seed < 0:
+        raise InputError(f"--seed {cfg.seed}: must be 0 or more")
+    if any(s < 0 for s in cfg.seeds or []):
+        raise InputError(f"--seeds {','.join(map(str, cfg.seeds))}: seeds must be 0 or more")
     model = {**data.get("model", {}), **cfg.model_overrides}
-    hyper = Hyper.from_dict({**data.get("train", {}), **cfg.overrides}, where=used)
+    Hyper.from_dict(data.get("train", {}), where=used)  # the file alone is valid: blame it here
+    flags = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in cfg.overrides.items()) or used
+    hyper = Hyper.from_dict({**data.get("train", {}), **cfg.overrides}, where=flags)
     return arch, size, model, hyper, used

@@ -2,9 +2,14 @@
 
 1. resolve the config (bundled ``<arch>-<size>.json`` or ``--config``, then overrides);
 2. open the corpus, draw the validation split and the chunk order;
-3. prepare the run folder (new, or resume from the latest good checkpoint);
-4. build the model from the seed, AdamW + warm-up/decay schedule, ``accelerate`` for devices;
+3. build the model from the seed, AdamW + warm-up/decay schedule (so bad options fail before
+   anything is written);
+4. prepare the run folder under its lock (``RUN/.train.lock``: a second ``train`` of the same run
+   is refused, naming the holder): new, or resume from the latest good checkpoint;
 5. loop: batch -> loss -> backward -> clip -> step; log; checkpoint on the trajectory.
+
+A checkpoint that cannot be *read* (permissions, I/O) stops the run with that error; only a
+damaged one (:class:`~vlground.train.checkpoint.CorruptCheckpoint`) is set aside on resume.
 """
 from __future__ import annotations
 
@@ -23,12 +28,15 @@ import vlground
 from vlground.corpus.format import Corpus, write_json
 from vlground.errors import InputError
 from vlground.train import checkpoint as ckpt
+from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
 from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
 from vlground.train.models import WIDTH_KEYS, build_model
 
 log = logging.getLogger(__name__)
 
+#: the lock file inside a run folder, held while one process trains it
+LOCK = ".train.lock"
 #: run.json keys that must match for --resume (others, like the version, may differ)
 _SAME = ("arch", "seed", "corpus", "n_chunks", "chunk_len", "vocab_size", "model", "train")
 
@@ -98,32 +106,55 @@ def _train_one(cfg: TrainConfig) -> None:
         "vocab_size": vocab_size, "batch_size": B, "model": model_cfg, "train": h.to_dict(),
         "vlground_version": vlground.__version__,
     }
-    # 3. run folder
     run = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision))
+    trackers = tracking.parse_log_with(cfg.log_with)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(h.mixed_precision), log_with=trackers or None,
+                              project_dir=tracking.tracking_dir(run) if trackers else None)
     main = accelerator.is_main_process
     W, rank = accelerator.num_processes, accelerator.process_index
     if B % W:
         raise InputError(f"batch_size {B} is not divisible by the {W} processes")
+    order = chunk_order(train_idx, h.steps * B, cfg.seed)
+    # 3. model, optimizer, schedule (every option is checked before anything is written)
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch, model_cfg, vocab_size, pad_id=corpus.pad_id, bos_id=corpus.vocab.get("<bos>"),
+                        eos_id=corpus.vocab.get("<eos>"), max_len=corpus.chunk_len,
+                        attn_implementation=h.attn_implementation)
+    _smoke_test(model, chunks, order, corpus.pad_id, images, arch)
+    optimizer = make_optimizer(model, h)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(h))
+    # 4. run folder, under its lock
+    if run.exists() and not run.is_dir():
+        raise InputError(f"{run}: exists and is not a folder; choose another --out")
+    lock = contextlib.nullcontext()
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        from vlground.locks import exclusive
+
+        lock = exclusive(run / LOCK, str(run))
+    with lock:
+        _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model, optimizer, scheduler, order,
+                      train_idx, val_idx)
+
+
+def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model, optimizer, scheduler, order,
+                  train_idx, val_idx) -> None:
+    main = accelerator.is_main_process
+    W, rank = accelerator.num_processes, accelerator.process_index
+    B, arch = h.batch_size, spec["arch"]
     resume_from = _prepare_run_dir(run, spec, cfg.resume)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
     if resume_from == "done":
         log.info("%s: already complete (step %d)", run, h.steps)
         return
-    order = chunk_order(train_idx, h.steps * B, cfg.seed)
     if main:
-        run.mkdir(parents=True, exist_ok=True)
         write_json(run / "run.json", spec)
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
                                          "n_train": int(len(train_idx)), "val": val_idx.tolist()})
         _save_npy(run / "order.npy", order)
-    # 4. model, optimizer, schedule
-    torch.manual_seed(cfg.seed)
-    model = build_model(arch, model_cfg, vocab_size, pad_id=corpus.pad_id, bos_id=corpus.vocab.get("<bos>"),
-                        eos_id=corpus.vocab.get("<eos>"), max_len=corpus.chunk_len,
-                        attn_implementation=h.attn_implementation)
-    optimizer = make_optimizer(model, h)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(h))
+    trackers = tracking.parse_log_with(cfg.log_with)
+    if trackers:
+        accelerator.init_trackers(f"{arch}-seed{cfg.seed}", config=tracking.flat_config(spec))
     start = 0
     if resume_from is not None:
         with accelerator.main_process_first():  # the main process moves damaged checkpoints aside
@@ -143,6 +174,8 @@ def _train_one(cfg: TrainConfig) -> None:
                                  {**info, "chunks_seen": step * B, "tokens_seen": step * B * corpus.chunk_len,
                                   "val_loss": val})
             _append_log(run, {"step": step, "val_loss": val})
+            if trackers:
+                accelerator.log({"val/loss": val}, step=step)
         accelerator.wait_for_everyone()
 
     if resume_from is None:
@@ -161,8 +194,8 @@ def _train_one(cfg: TrainConfig) -> None:
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id, images).items()}
         loss = model(**embed_inputs(embedder, batch)).loss
         accelerator.backward(loss)
-        if h.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
+        # the norm is measured every step (logged as grad_norm); an infinite bound clips nothing
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip if h.grad_clip > 0 else math.inf)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -174,8 +207,12 @@ def _train_one(cfg: TrainConfig) -> None:
             seconds = time.perf_counter() - window_start - excluded
             rec = {"step": step, "loss": round(mean, 5), "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+            if grad_norm is not None:
+                rec["grad_norm"] = round(float(grad_norm), 5)
             if main:
                 _append_log(run, rec)
+                if trackers:
+                    accelerator.log(tracking.scalars(rec, "train"), step=step)
             bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             loss_sum.zero_()
             n_window, tokens = 0, 0
@@ -189,6 +226,24 @@ def _train_one(cfg: TrainConfig) -> None:
             log.info("stopping after step %d (stop_after)", step)
             break
     bar.close()
+    if trackers:
+        accelerator.end_training()
+
+
+@torch.no_grad()
+def _smoke_test(model, chunks, order, pad_id: int, images, arch: str) -> None:
+    """One forward pass on one chunk, so model kwargs that build but cannot run (a negative
+    layer count ...) fail as a one-line error before anything is written. Uses no RNG."""
+    if len(order) == 0:
+        return
+    was = model.training
+    model.eval()
+    try:
+        model(**embed_inputs(model, make_batch(chunks, order[:1], pad_id, images)))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"{arch}: bad model config ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    finally:
+        model.train(was)
 
 
 def _mixed_precision(mode: str) -> str:
@@ -220,7 +275,12 @@ def _prepare_run_dir(run: Path, spec: dict, resume: bool):
         raise InputError(f"{run}: already holds this run; pass --resume to continue it or choose another --out")
     done = ckpt.list_checkpoints(run)
     if done and done[-1][0] == spec["train"]["steps"]:
-        return "done"
+        try:  # "already complete" only when the final checkpoint reads back
+            ckpt.load_trainer_state(done[-1][1])
+            ckpt.load_model(done[-1][1], attn_implementation=None)
+            return "done"
+        except ckpt.CorruptCheckpoint as exc:
+            log.warning("%s: the final checkpoint is damaged (%s); resuming before it", run, exc)
     return "resume" if done else None
 
 
@@ -234,8 +294,10 @@ def _describe_diff(key, old, new) -> str:
 def _restore(run: Path, model, optimizer, scheduler, main: bool = True) -> int:
     """Load the latest checkpoint that reads back into model, optimizer, scheduler and RNG.
 
-    A damaged one is renamed ``step-<N>.corrupt`` (kept for inspection, no longer listed) with a
-    warning, and the previous one is tried. Returns the step resumed from.
+    A damaged one (:class:`~vlground.train.checkpoint.CorruptCheckpoint`) is renamed
+    ``step-<N>.corrupt-<pid>`` (kept for inspection, no longer listed) with a warning, and the
+    previous one is tried; one that cannot be read (an :class:`OSError`: permissions, I/O)
+    stops the resume with that error and nothing is moved. Returns the step resumed from.
     """
     for step, path in reversed(ckpt.list_checkpoints(run)):
         try:
@@ -243,8 +305,8 @@ def _restore(run: Path, model, optimizer, scheduler, main: bool = True) -> int:
             weights = ckpt.load_model(path, attn_implementation=None).state_dict()
             for key in ("step", "optimizer", "scheduler", "rng"):
                 if key not in state:
-                    raise InputError(f"{path / ckpt.TRAINER_STATE}: no {key!r}")
-        except InputError as exc:
+                    raise ckpt.CorruptCheckpoint(f"{path / ckpt.TRAINER_STATE}: no {key!r}")
+        except ckpt.CorruptCheckpoint as exc:
             bad = path.with_name(f"{path.name}.corrupt-{os.getpid()}")
             if main:
                 os.replace(path, bad)
@@ -309,14 +371,22 @@ def _val_loss(accelerator, model, chunks, val_idx: np.ndarray, B: int, pad_id: i
 
 
 def _append_log(run: Path, rec: dict) -> None:
-    with open(run / "train_log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
+    f = run / "train_log.jsonl"
+    try:
+        with open(f, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+    except OSError as exc:  # a write error names no file
+        raise OSError(exc.errno, exc.strerror or str(exc), str(f)) from None
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 @contextlib.contextmanager

@@ -82,8 +82,8 @@ def build_model(
     specials = dict(pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id)
     try:
         model = ARCHS[arch](dict(model_cfg), vocab_size, specials, max_len, attn_implementation)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{arch}: bad model config ({exc})") from None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError, AssertionError) as exc:
+        raise InputError(f"{arch}: bad model config ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     if "loss_type" in vars(model) and model.loss_type is None:
         model.loss_type = "ForCausalLM"  # say it, instead of transformers guessing with a warning
     return model

@@ -1,1 +1,0 @@
-"""Adapters: one module per model family, registered in the ``vlground.adapters`` entry-point group."""

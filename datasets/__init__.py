@@ -1,1 +1,0 @@
-"""Corpus and mismatch builders."""

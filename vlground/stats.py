@@ -1,0 +1,272 @@
+"""Statistics behind a verdict: bootstrap CIs, mixed-effects estimates, multiple-testing
+correction, seed bands that stay in the valid range, and the verdict itself.
+
+Conventions
+-----------
+* Information gain of an item = mismatch surprisal - match surprisal (nats); positive means the
+  matched context predicts the word better (grounding).
+* :func:`bootstrap_ci` resamples *words*, then *items within each drawn word* (a two-stage
+  cluster bootstrap), because items of one word are not independent. Seeded; percentile interval.
+* :func:`mixed_effect` fits ``gain ~ 1 + (1 | word) + (1 | seed)`` with statsmodels ``MixedLM``
+  (random intercepts for word and seed, crossed); the fixed intercept is the mean gain.
+* :func:`correct` adjusts p-values across checkpoints (Holm by default).
+* :func:`verdict`: "grounded" only when the corrected p-value is below ``alpha`` *and* the
+  estimate reaches ``min_effect`` (the minimum effect of interest, default
+  :data:`MIN_EFFECT` = 0.1 nats); a significant effect below it is "no meaningful effect".
+* :func:`seed_band` never leaves ``[min, max]`` of the seed values, so a band of surprisals is
+  never negative and a band of R² never leaves ``[0, 1]``.
+
+Every function takes plain arrays (or a pandas DataFrame where stated) and returns floats or
+small dataclasses, so each can be checked by hand.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: the minimum effect of interest (nats of information gain) below which no effect is "meaningful"
+MIN_EFFECT = 0.1
+#: family-wise error rate / false discovery rate of the verdicts
+ALPHA = 0.05
+#: --correction name -> statsmodels ``multipletests`` method
+CORRECTIONS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "by": "fdr_by", "hommel": "hommel", "none": None}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a confidence interval."""
+
+    mean: float  #: the estimate (nats)
+    low: float  #: lower end of the interval
+    high: float  #: upper end of the interval
+    n: int  #: observations it rests on (items, or words for a word-level summary)
+    method: str = ""  #: how the interval was made (e.g. "bootstrap over words and items")
+    p_value: float = math.nan  #: one-sided p-value for mean > 0, when the method gives one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_ci(values: Sequence[float], clusters: Sequence | None = None, *, n_boot: int = 2000,
+                 confidence: float = 0.95, seed: int = 0) -> Estimate:
+    """Mean of ``values`` with a percentile bootstrap interval.
+
+    With ``clusters`` (one label per value, e.g. the word of each item) the bootstrap has two
+    stages: draw clusters with replacement, then values within each drawn cluster with
+    replacement; the statistic is the mean over all drawn values. Without clusters, values are
+    drawn directly. NaN values are dropped. ``seed`` makes the interval reproducible.
+    """
+    v = np.asarray(values, dtype=float)
+    labels = np.zeros(v.size, dtype=int) if clusters is None else np.asarray(clusters)
+    if labels.shape != v.shape:
+        raise ValueError(f"bootstrap_ci: {v.size} values but {labels.size} cluster labels")
+    ok = np.isfinite(v)
+    v, labels = v[ok], labels[ok]
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, "bootstrap")
+    rng = np.random.default_rng(seed)
+    mean = float(v.mean())
+    if clusters is None:
+        idx = rng.integers(0, v.size, size=(n_boot, v.size))
+        boots = v[idx].mean(axis=1)
+        method = "bootstrap over items"
+    else:
+        _, inverse = np.unique(labels, return_inverse=True)
+        groups = [v[inverse == k] for k in range(inverse.max() + 1)]
+        # sums[b, w]: the sum over a within-cluster resample of cluster w in replicate b
+        sums = np.stack([g[rng.integers(0, g.size, size=(n_boot, g.size))].sum(axis=1) for g in groups], axis=1)
+        counts = np.array([g.size for g in groups], dtype=float)
+        draw = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+        boots = np.take_along_axis(sums, draw, axis=1).sum(axis=1) / counts[draw].sum(axis=1)
+        method = "bootstrap over words and items"
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    return Estimate(mean, float(low), float(high), int(v.size), method)
+
+
+def mixed_effect(data, value: str = "gain", word: str = "word", seed: str | None = "seed",
+                 confidence: float = 0.95) -> Estimate:
+    """Fixed intercept of ``value ~ 1 + (1 | word) + (1 | seed)`` (statsmodels ``MixedLM``, REML).
+
+    ``data`` is a pandas DataFrame with one row per item. Word and seed enter as crossed random
+    intercepts (variance components over one all-encompassing group, as the statsmodels docs
+    describe for crossed effects); the seed term is left out when there is one seed (or
+    ``seed=None``). Returns the intercept, its Wald interval and the one-sided p-value for
+    intercept > 0. NaN estimate when the model cannot be fitted (fewer than 2 words).
+    """
+    import pandas as pd
+    import statsmodels.formula.api as smf
+    from scipy.stats import norm
+
+    df = pd.DataFrame(data)[[c for c in (value, word, seed) if c]].dropna()
+    if df[word].nunique() < 2:
+        return Estimate(math.nan, math.nan, math.nan, len(df), "mixed model (too few words)")
+    vc = {"word": f"0 + C({word})"}
+    n_seeds = df[seed].nunique() if seed else 1
+    if n_seeds > 1:
+        vc["seed"] = f"0 + C({seed})"
+    df = df.assign(_all=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; a failed fit is reported below
+        try:
+            fit = smf.mixedlm(f"{value} ~ 1", df, groups="_all", re_formula="0", vc_formula=vc).fit(reml=True)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            log.debug("mixed model failed: %s", exc)
+            return Estimate(math.nan, math.nan, math.nan, len(df), "mixed model (did not fit)")
+    b, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
+    z = norm.ppf(0.5 + confidence / 2)
+    terms = "word and seed" if n_seeds > 1 else "word"
+    p = float(norm.sf(b / se)) if se > 0 else math.nan
+    return Estimate(b, float(b - z * se), float(b + z * se), len(df), f"mixed model, random intercepts for {terms}", p)
+
+
+def correct(pvalues: Sequence[float | None], method: str = "holm") -> list[float]:
+    """Adjust p-values for multiple comparisons (``method`` one of :data:`CORRECTIONS`).
+
+    NaN / None entries stay NaN and do not count as tests.
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}; known: {', '.join(CORRECTIONS)}")
+    p = np.array([math.nan if x is None else x for x in pvalues], dtype=float)
+    out = p.copy()
+    ok = np.isfinite(p)
+    if CORRECTIONS[method] and ok.any():
+        from statsmodels.stats.multitest import multipletests
+
+        out[ok] = multipletests(p[ok], method=CORRECTIONS[method])[1]
+    return [float(x) for x in out]
+
+
+def seed_band(values: Sequence[float], method: str = "minmax", *, confidence: float = 0.95,
+              n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` over seeds; the band stays inside ``[min, max]`` of the values.
+
+    ``minmax``: the range of the seeds. ``bootstrap``: percentile interval of the mean of seeds
+    drawn with replacement. One value gives a zero-width band; NaNs are ignored.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(v.mean())
+    if v.size == 1:
+        return (m, m, m)
+    if method == "minmax":
+        return (m, float(v.min()), float(v.max()))
+    if method == "bootstrap":
+        boots = v[np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.percentile(boots, [tail, 100 - tail])
+        return (m, float(low), float(high))
+    raise ValueError(f"unknown seed band {method!r}; known: minmax, bootstrap")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The claim about one run group at one checkpoint."""
+
+    label: str  #: "grounded", "no meaningful effect" or "no significant effect"
+    estimate: Estimate  #: effect size (nats) with its interval
+    p_corrected: float  #: p-value after correction across checkpoints
+    correction: str  #: the correction used
+    n_seeds: int  #: seeds the estimate rests on
+    min_effect: float  #: the minimum effect of interest (nats)
+    alpha: float = ALPHA  #: significance level
+
+    def line(self) -> str:
+        """One human line: effect, interval, corrected p, label."""
+        e = self.estimate
+        seeds = f"{self.n_seeds} seeds" if self.n_seeds > 1 else "1 seed"
+        p = "n/a" if not math.isfinite(self.p_corrected) else f"{self.p_corrected:.2g}"
+        corr = "uncorrected" if self.correction == "none" else f"{self.correction.capitalize()}-corrected"
+        return (f"information gain {e.mean:+.3f} nats [95% CI {e.low:+.3f}, {e.high:+.3f}] ({e.method}; {seeds}), "
+                f"{corr} p = {p} -> {self.label}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["line"] = self.line()
+        return d
+
+
+def verdict(estimate: Estimate, p_corrected: float, *, n_seeds: int = 1, min_effect: float = MIN_EFFECT,
+            alpha: float = ALPHA, correction: str = "holm") -> Verdict:
+    """Decide the label: significant (``p_corrected < alpha``) and ``estimate.mean >= min_effect``
+    -> "grounded"; significant but smaller than ``min_effect``, or an interval entirely below
+    ``min_effect`` -> "no meaningful effect"; otherwise "no significant effect"."""
+    sig = math.isfinite(p_corrected) and p_corrected < alpha
+    if sig and estimate.mean >= min_effect:
+        label = "grounded"
+    elif sig or (math.isfinite(estimate.high) and estimate.high < min_effect):
+        label = "no meaningful effect"
+    else:
+        label = "no significant effect"
+    return Verdict(label, estimate, p_corrected, correction, n_seeds, min_effect, alpha)
+
+
+def group_verdicts(items, *, min_effect: float = MIN_EFFECT, correction: str = "holm", alpha: float = ALPHA,
+                   n_boot: int = 2000, seed: int = 0, group: str = "group", step: str = "step",
+                   value: str = "gain", word: str = "word", seed_col: str = "seed") -> dict:
+    """Verdicts for every (group, step) of a per-item DataFrame.
+
+    ``items`` has one row per item and seed with columns ``group, step, seed, word, gain``.
+    With one seed: the mean gain with the bootstrap interval over words and items, and the p-value
+    of a mixed model with a random intercept per word fitted on the items. With several seeds:
+    the intercept, Wald interval and p-value of a mixed model with crossed random intercepts for
+    word and seed, fitted on the per-(word, seed) mean gains (the item-level fit gives nearly the
+    same intercept but takes ~10x longer; see docs/statistics.md for the item-level model).
+    p-values are corrected across the steps of each group. Returns ``{(group, step): Verdict}``.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(items)
+    out: dict = {}
+    for g, gdf in df.groupby(group, sort=True, dropna=False):
+        keys, ests, ps, seeds = [], [], [], []
+        for s, sdf in gdf.groupby(step, sort=True, dropna=False):
+            n_seeds = int(sdf[seed_col].nunique()) if seed_col in sdf else 1
+            boot = bootstrap_ci(sdf[value], sdf[word], n_boot=n_boot, seed=seed)
+            if n_seeds > 1:  # crossed word x seed fit on cell means: items enter through them (fast)
+                cells = sdf.groupby([word, seed_col], as_index=False)[value].mean()
+                mixed = replace(mixed_effect(cells, value, word, seed_col), n=len(sdf))
+                mixed = replace(mixed, method=mixed.method.replace("mixed model", "mixed model on word x seed means"))
+            else:
+                mixed = mixed_effect(sdf, value, word, None)
+            est = mixed if (n_seeds > 1 and math.isfinite(mixed.mean)) else Estimate(
+                boot.mean, boot.low, boot.high, boot.n, boot.method, mixed.p_value)
+            keys.append(s)
+            ests.append(est)
+            ps.append(mixed.p_value)
+            seeds.append(n_seeds)
+        for s, est, p, n in zip(keys, ests, correct(ps, correction), seeds):
+            out[(g, None if isinstance(s, float) and math.isnan(s) else s)] = verdict(
+                est, p, n_seeds=n, min_effect=min_effect, alpha=alpha, correction=correction)
+    return out
+
+
+def item_gains(items, direction: str = "env2lan"):
+    """Per-pair information gain from a long items table (one row per item).
+
+    ``items``: a DataFrame with ``pair_id, word, condition (match|mismatch), direction,
+    surprisal`` and the checkpoint fields (``key, run, group, seed, step``). Returns one row per
+    complete pair: the checkpoint fields, ``pair_id``, ``word`` and ``gain`` = mismatch - match.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(items)
+    if df.empty or "condition" not in df:
+        return pd.DataFrame(columns=["group", "step", "seed", "word", "gain"])
+    if "direction" in df:
+        df = df[df["direction"] == direction]
+    keys = [c for c in ("key", "run", "group", "seed", "step", "pair_id", "word") if c in df]
+    wide = df.groupby(keys + ["condition"], dropna=False)["surprisal"].mean().unstack("condition").reset_index()
+    if "match" not in wide or "mismatch" not in wide:
+        return pd.DataFrame(columns=[*keys, "gain"])
+    wide["gain"] = wide["mismatch"] - wide["match"]
+    return wide.dropna(subset=["gain"])
