@@ -184,3 +184,20 @@ def test_random_head_sets_same_size_outside_the_chosen_seeded():
 def test_objects_by_image_keeps_annotation_order_once():
     anns = [SimpleNamespace(image_id=1, category=c) for c in ("dog", "cat", "dog")]
     assert L.objects_by_image(anns) == {1: ["dog", "cat"]}
+
+
+def test_monitor_section_renders_and_probe_reports_pick_it_up(tmp_path):
+    from vlground.report.monitor_section import render_monitor_section, sections_for
+
+    result = {"task": "chair", "n_words": 2, "n_hallucinated": 1, "heads": {"heads": [{"layer": 3, "head": 1}], "level": 0.7},
+              "evaluation": evaluation_rows(np.array([True, False]), {"grounding score (identified heads)": np.array([1.0, 0.0])},
+                                            n_boot=10),
+              "roc": {"x": {"fpr": [0, 0, 1], "tpr": [0, 1, 1]}}, "scores": {"grounded": [0.4], "hallucinated": [0.1]},
+              "outcome": {"chair_i": 0.5}, "examples": [{"image": str(tmp_path / "none.png"), "text": "a <cat>",
+                                                           "words": [{"word": "cat", "category": "cat", "label": True, "score": 0.1}]}],
+              "notes": ["n<1>"]}
+    html = render_monitor_section(result)
+    assert "L3.H1" in html and "&lt;cat&gt;" in html and "n&lt;1&gt;" in html and "data:image/png" in html
+    (tmp_path / "monitor-chair").mkdir()
+    (tmp_path / "monitor-chair" / "monitor.json").write_text(json.dumps(result))
+    assert len(sections_for(tmp_path)) == 1

@@ -62,6 +62,10 @@ EXAMPLES = {
     "demo": ["vlground demo --quick   # a smoke test, about a minute",
              "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
              "vlground demo --vision  # the vision testbed"],
+    "monitor": ["vlground monitor --adapter llava15 --model llava-hf/llava-1.5-7b-hf --heads probes/llava "
+                "--images coco/val2017 --annotations coco/instances.json --task pope --out probes/llava/monitor-pope",
+                "vlground monitor --adapter visdial_dinov2 --run runs/vd/seed-0 --heads probes/vd --images scenes/val/images "
+                "--annotations scenes/val/instances.json --mismatch mismatch/ --task testbed --mitigate --out probes/vd/monitor-testbed"],
 }
 
 

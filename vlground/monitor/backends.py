@@ -77,12 +77,16 @@ class HFBackend(Backend):
         self.yes_no = (yes, no) if yes and no and not set(yes) & set(no) else None
 
     def _first_ids(self, words: list[str]) -> list[int]:
+        """First token of each word after a space and after a newline (answers start either way)."""
         base = self.tok("ASSISTANT:", add_special_tokens=False).input_ids
         out = []
         for w in words:
-            ids = self.tok("ASSISTANT: " + w, add_special_tokens=False).input_ids[len(base):]
-            if ids and ids[0] != self.tok.unk_token_id and ids[0] not in out:
-                out.append(int(ids[0]))
+            for sep in (" ", "\n"):
+                ids = self.tok("ASSISTANT:" + sep + w, add_special_tokens=False).input_ids
+                ids = ids[len(base):] if ids[: len(base)] == base else []
+                ids = [i for i in ids if self.tok.decode([i]).strip()]  # a lone space / newline token is not the word
+                if ids and ids[0] != self.tok.unk_token_id and ids[0] not in out:
+                    out.append(int(ids[0]))
         return out
 
     def prompt(self, question: str, answer_prefix: str = "") -> str:

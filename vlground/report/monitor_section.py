@@ -5,7 +5,7 @@ the baselines, score distributions of grounded and hallucinated words, example g
 flagged words highlighted next to the photo with its annotated boxes, mitigation effect, notes);
 images are inlined PNGs so the HTML stands alone. The report writer includes it with one call::
 
-    html += render_monitor_section(json.loads((out / "monitor.json").read_text()))
+    sections.extend(monitor_section.sections_for(out))   # every OUT/monitor*/monitor.json
 
 :func:`write_monitor_report` writes it as ``report.html`` of a monitor output folder.
 """
@@ -157,6 +157,19 @@ def render_monitor_section(result: dict) -> str:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def sections_for(out: Path) -> list[str]:
+    """Sections of the monitor outputs kept inside a probe output folder (``OUT/monitor*/monitor.json``)."""
+    import json
+
+    found = []
+    for f in sorted(Path(out).glob("monitor*/monitor.json")):
+        try:
+            found.append(render_monitor_section(json.loads(f.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            found.append(f"<p class=note>{html.escape(str(f))}: not a readable monitor result ({html.escape(type(exc).__name__)})</p>")
+    return found
 
 
 def write_monitor_report(out: Path, result: dict) -> Path:

@@ -104,9 +104,10 @@ def write_report(out: str | Path, results: Results | None = None) -> Path:
                      "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_p_value"]
     sections.append("<h2>Every checkpoint</h2>" + _html_table(records, [c for c in per_ckpt_cols if any(r.get(c) is not None for r in records)]))
 
-    from vlground.report import mechanism_sections
+    from vlground.report import mechanism_sections, monitor_section
 
     sections.extend(mechanism_sections.render(res, plot_dir, _img, _html_table))
+    sections.extend(monitor_section.sections_for(out))  # vlground monitor outputs in OUT/monitor*/
 
     if records:
         last = {}
