@@ -281,12 +281,23 @@ class ChildesAdapter(Adapter):
         caps = {Capability.TRAJECTORY, Capability.HIDDEN_STATES}
         if loaded.extra.get("corpus") is not None and loaded.extra.get("order") is not None:
             caps.add(Capability.COOCCURRENCE)
-        try:
-            if self.attention_site(loaded).layers:
-                caps.add(Capability.ATTENTION)
-        except Exception:  # noqa: BLE001 - no attention sites known for this model (LSTM, Mamba-2)
-            pass
+        if self._has_attention(loaded):
+            caps.add(Capability.ATTENTION)
         return frozenset(caps)
+
+    def _has_attention(self, loaded: LoadedModel) -> bool:
+        """Whether the model has attention sites. Only "no sites known for this model type" (an
+        LSTM, a pure Mamba-2) means no; any other error is a real problem and propagates, instead
+        of silently turning the attention probes off."""
+        from vlground.mechanism.errors import MechanismError
+        from vlground.mechanism.sites import has_attention_sites
+
+        try:
+            return bool(self.attention_site(loaded).layers)
+        except MechanismError:
+            if has_attention_sites(loaded.model):
+                raise
+            return False
 
     def unembed(self, loaded: LoadedModel):
         from vlground.mechanism.unembed import resolve_unembedding

@@ -161,7 +161,7 @@ class VisdialDinov2Adapter(ChildesAdapter):
         from vlground.datasets.visdial import category_word
         from vlground.datasets.visdial_corpus import IMAGE, _loader, image_key
         from vlground.vision.coco import load_coco
-        from vlground.vision.features import FeatureCache, Featurizer, VisionSpec, default_cache_dir, identity
+        from vlground.vision.features import FeatureCache, Featurizer, VisionSpec, content_key, default_cache_dir, identity
         from vlground.vision.geometry import Preprocess, box_to_patches
 
         o = self.options
@@ -213,12 +213,12 @@ class VisdialDinov2Adapter(ChildesAdapter):
         todo = {}
         for ann, image, w, mm_file, _, _ in chosen:
             todo[image_key(image)] = _loader(image.path)
-            todo[f"mismatch/{mm_file.name}|{mm_file.stat().st_size}"] = _loader(mm_file)
+            todo[content_key(mm_file)] = _loader(mm_file)  # keyed by content, never by name
         bad: dict[str, str] = {}
         cache.fill(todo, featurizer, progress=True, on_error=lambda k, why: bad.__setitem__(k, why))
         items = []
         for ann, image, w, mm_file, replacement, pm in chosen:
-            k_m, k_x = image_key(image), f"mismatch/{mm_file.name}|{mm_file.stat().st_size}"
+            k_m, k_x = image_key(image), content_key(mm_file)
             if k_m in bad or k_x in bad:
                 self._note(f"{coco.path.name}: annotation {ann.id}: {bad.get(k_m) or bad.get(k_x)}")
                 continue

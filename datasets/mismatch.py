@@ -21,8 +21,14 @@ matched image grounds) plus ``replacement_category`` / ``replacement_category_id
 Reproducible: the replacement (``random``) and the diffusion noise are seeded from
 ``(seed, annotation id)``, so one object's result does not depend on which others run.
 Resumable: each PNG carries its own record (a ``vlground-mismatch`` text chunk); a finished
-image is kept and not regenerated, and ``annotations.json`` is rebuilt from the PNGs on disk.
-A folder made with other settings (seed, prompt, model, ...) is refused rather than mixed.
+image is kept and not regenerated only once it decodes completely (a truncated one is made again),
+and ``annotations.json`` is rebuilt from the PNGs on disk. A folder made with other settings
+(seed, prompt, model, ...) is refused rather than mixed.
+
+Safety: ``out`` may not be the source image folder or the annotations file's folder, nor hold
+either (so the source annotations can never be overwritten); one build at a time writes an
+``out`` (``out/.build-mismatch.lock``; a second is refused, naming the holder); temporary files
+of a killed build are removed by the next.
 """
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 BUNDLED_IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 ANNOTATIONS_FILE = "annotations.json"
 PNG_KEY = "vlground-mismatch"
+#: the lock file inside ``out`` held by the build writing it
+LOCK = ".build-mismatch.lock"
 
 __all__ = ["BUNDLED_IMAGES", "MismatchConfig", "build_mismatch", "paste_outside", "choose_replacement", "item_seed",
            "output_name"]
@@ -166,10 +174,33 @@ def build_mismatch(config: MismatchConfig, inpainter: Inpainter | None = None) -
     :class:`~vlground.vision.inpaint.DiffusersInpainter` of ``config.model``, loaded only when
     some image is still to be made. Bad items are skipped and listed in ``info.skipped``.
     """
+    out = config.out
+    check_out_folder(config)
     data = load_coco(config.annotations, config.images)
     skipped: list[Problem] = list(data.skipped)
-    out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    from vlground.locks import exclusive
+
+    with exclusive(out / LOCK, str(out)):
+        for stale in out.glob("*.png.tmp"):  # a killed build's half-written image (we hold the lock)
+            stale.unlink(missing_ok=True)
+        return _build_locked(config, data, skipped, out, inpainter)
+
+
+def check_out_folder(config: MismatchConfig) -> None:
+    """One-line error when ``out`` is the source image folder or the annotations' folder, or holds
+    one of the inputs (it would overwrite the source annotations and mix outputs with sources)."""
+    out = config.out.resolve()
+    images = (config.images if config.images is not None else config.annotations.parent).resolve()
+    ann = config.annotations.resolve()
+    for what, inp, folder in (("image folder", images, images), ("annotations file", ann, ann.parent)):
+        if out == folder or inp == out or out in inp.parents:
+            raise InputError(f"{config.out}: --out is the {what}'s folder or holds it ({inp}); build-mismatch "
+                             "never writes into its inputs; choose another --out")
+
+
+def _build_locked(config: MismatchConfig, data: CocoData, skipped: list[Problem], out: Path,
+                  inpainter: Inpainter | None) -> Path:
     existing = _existing_records(out, config)
 
     selected = sorted(data.annotations, key=lambda a: a.id)
@@ -221,7 +252,7 @@ def _make_one(config: MismatchConfig, data: CocoData, ann: CocoAnnotation, file:
     try:
         with Image.open(image.path) as im:
             source = im.convert("RGB")
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         return Problem(source_name, f"image {image.id}", f"PIL cannot read {image.file_name} ({exc})")
     mask_kind = "box"
     if config.mask == "segmentation" and ann.segmentation:
@@ -240,8 +271,12 @@ def _make_one(config: MismatchConfig, data: CocoData, ann: CocoAnnotation, file:
     info = PngImagePlugin.PngInfo()
     info.add_text(PNG_KEY, json.dumps(record))
     tmp = file.with_name(file.name + ".tmp")
-    result.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, file)
+    try:
+        result.save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(file)) from None
     return record
 
 
@@ -271,9 +306,9 @@ def _record(config, image: CocoImage, ann: CocoAnnotation, replacement, prompt: 
 def _read_record(file: Path) -> dict | None:
     try:
         with Image.open(file) as im:
-            # text chunks precede the image data; files are written atomically, so never truncated
-            text = im.info.get(PNG_KEY)
-    except OSError:
+            text = im.info.get(PNG_KEY)  # text chunks precede the image data
+            im.load()  # a finished image decodes to its end (a truncated or damaged one does not)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     if text is None:
         return None
@@ -317,6 +352,10 @@ def _write_annotations(out: Path, records: dict[str, dict], data: CocoData, conf
     }
     path = out / ANNOTATIONS_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     return path

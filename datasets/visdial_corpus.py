@@ -46,6 +46,8 @@ from .visdial import category_word, read_visdial
 log = logging.getLogger(__name__)
 
 KIND = "visdial"
+#: the lock file inside a features cache, held by the build filling it
+CACHE_LOCK = ".fill.lock"
 IMAGE = "<image>"
 CAPTION, QUESTION, ANSWER = "<C>", "<Q>", "<A>"
 MARKERS = (IMAGE, CAPTION, QUESTION, ANSWER)
@@ -100,20 +102,23 @@ class VisdialCorpusConfig:
 
 
 def image_key(image) -> str:
-    """Cache key of a COCO image: its file name and byte size."""
-    try:
-        size = os.path.getsize(image.path)
-    except OSError:
-        size = -1
-    return f"{image.file_name}|{size}"
+    """Cache key of a COCO image: ``sha256:<hex>`` of the file's bytes, so two different images
+    never share features (not even with the same name and size) and one image moved or renamed
+    is found again. An unreadable file raises its :class:`OSError`."""
+    from vlground.vision.features import content_key
+
+    return content_key(image.path)
 
 
 def _loader(path: Path):
     def load():
         from PIL import Image
 
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise InputError(f"decompression bomb refused ({exc})") from None
 
     return load
 
@@ -149,12 +154,23 @@ def build_visdial_corpus(config: VisdialCorpusConfig, featurizer=None) -> Path:
                                 device=str(resolve_device(config.device)), batch_size=config.batch_size)
     record = featurizer.record()
     cache_dir = Path(config.features_cache) if config.features_cache else default_cache_dir(out.resolve().parent, record)
-    cache = FeatureCache.open(cache_dir, record)
     used = list(dict.fromkeys(d.image_id for d in kept))
-    keys = {i: image_key(coco.images[i]) for i in used}
-    bad: dict[str, str] = {}
-    cache.fill({keys[i]: _loader(coco.images[i].path) for i in used}, featurizer, config.progress,
-               on_error=lambda k, why: bad.__setitem__(k, why))
+    keys, bad = {}, {}
+    for i in used:
+        try:
+            keys[i] = image_key(coco.images[i])
+        except OSError as exc:
+            keys[i] = f"unreadable:{i}"
+            bad[keys[i]] = f"cannot read image ({exc.strerror or type(exc).__name__})"
+    from vlground.locks import exclusive
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(cache_dir / CACHE_LOCK, str(cache_dir)):  # one build fills a cache at a time
+        cache = FeatureCache.open(cache_dir, record)
+        cache.fill({keys[i]: _loader(coco.images[i].path) for i in used if keys[i] not in bad}, featurizer,
+                   config.progress, on_error=lambda k, why: bad.__setitem__(k, why))
+        good = [i for i in dict.fromkeys(d.image_id for d in kept) if keys[i] not in bad]
+        rows = cache.rows([keys[i] for i in good])
     for i in used:
         if keys[i] in bad:
             skipped.append(f"{coco.path.name}: image {i} ({coco.images[i].file_name}): {bad[keys[i]]}; its dialogs skipped")
@@ -241,7 +257,8 @@ def build_visdial_corpus(config: VisdialCorpusConfig, featurizer=None) -> Path:
         cache_ref = os.path.relpath(cache.folder.resolve(), out.resolve())
     except ValueError:  # another drive
         cache_ref = str(cache.folder.resolve())
-    rows = cache.rows([keys[i] for i in images])
+    row_of = dict(zip(good, rows.tolist()))  # rows read under the lock
+    rows = np.array([row_of[i] for i in images], dtype=np.int64)
     with atomic_dir(out, overwrite=config.overwrite, marker=is_corpus_folder) as tmp:
         np.save(tmp / "chunks.npy", np.ascontiguousarray(chunks, dtype=np.int32))
         np.save(tmp / "image_pos.npy", np.ascontiguousarray(image_pos, dtype=np.int32))

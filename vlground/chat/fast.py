@@ -8,8 +8,9 @@ omissions ``0`` / ``0is``, pauses ``(.) (..) (...) (1.5)``, commas, replacements
 ``<group>`` that is followed by more speech, overlaps ``[<] [>]``, ``[!] [?] [!!]``,
 explanations ``[= ...] [=! ...] [% ...]``, one level of ``<group>`` each followed by an
 annotation, an optional leading linker (``+< ++ +^ +, +"``), one terminator, postcodes
-``[+ x]``. Single spaces only. Everything the grammar accepts passes every check of
-:class:`vlground.chat.validate._MainTier` (tested on the fixtures and generated corpora), so
+``[+ x]``. Single spaces only. Not consecutive commas ``, ,`` (the caller checks: a substring
+test is cheaper than a lookahead). Everything the grammar accepts passes every check of
+:class:`vlground.chat.maintier.MainTier` (tested on the fixtures and generated corpora), so
 such a main tier needs no token-by-token pass unless a ``%mor``/``%pho``/``%sin`` tier needs
 its alignment counts.
 
@@ -41,7 +42,8 @@ _NOT_PAUSE = (
 _ITEM = rf"(?:{_NOT_PAUSE}|{_PAUSE})"
 # a group of pauses only is left to pylangacq (which retraces the word before <(.)> [/])
 _GROUP = rf"<(?:{_PAUSE} )*(?:{_NOT_PAUSE})(?: {_ITEM})*>{_ANNOT}+"
-# no stress marks or other modifier letters, no CA delimiter Ϋ (word characters to \w)
+# no stress marks or other modifier letters, no CA delimiter Ϋ (word characters to \w); the
+# caller also leaves consecutive commas ", ," (E258) to the token pass
 _NO_MARKS = r"(?![^\n]*[\u02b0-\u02ff\u03ab])"
 COMMON = re.compile(
     rf"{_NO_MARKS}(?:\+[<^,+\"] )?(?:{_ITEM}|{_GROUP})(?: (?:{_ITEM}|{_GROUP}))* {_TERM}"
@@ -96,7 +98,7 @@ def _spoken(s: str) -> str:
         r = _R_REPLACED.sub(r"\1", r)
     return r[::-1]
 
-# --- alignment counts of one common main tier (same as validate._MainTier._tokens) ----------
+# --- alignment counts of one common main tier (same as maintier.MainTier._tokens) ----------
 # %mor: what is left once retraced material is dropped and replacements put in, less fillers,
 # events, pauses, xxx yyy www, omissions 0...; the terminator and commas count.
 _NOT_MOR = re.compile(r" (?:[&(]\S*|(?:xxx|yyy|www|0\S*)(?!\S))")

@@ -22,7 +22,7 @@ from vlground.chat import validate
 from vlground.chat.fast import common_words
 from vlground.chat.sources import ChatSource
 from vlground.chat.types import ChatFile, Problem, Utterance
-from vlground.chat.words import finish_words
+from vlground.chat.words import before_pylangacq, finish_words
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _words(kept: list[RawUtterance], path: str, problems: list[Problem]) -> list
 def _slow_words(kept: list[RawUtterance], path: str, problems: list[Problem]) -> list[list[str] | None]:
     if not kept:
         return []
-    body = "".join(f"*{u.speaker or 'XXX'}:\t{u.text}\n" for u in kept)
+    body = "".join(f"*{u.speaker or 'XXX'}:\t{before_pylangacq(u.text)}\n" for u in kept)
     try:
         tokens = _pylangacq_words("@UTF8\n@Begin\n" + body + "@End\n")
         if len(tokens) == len(kept):
@@ -195,7 +195,8 @@ def _slow_words(kept: list[RawUtterance], path: str, problems: list[Problem]) ->
     out: list[list[str] | None] = []
     for u in kept:
         try:
-            tokens = _pylangacq_words(f"@UTF8\n@Begin\n*{u.speaker or 'XXX'}:\t{u.text}\n@End\n")
+            tokens = _pylangacq_words(
+                f"@UTF8\n@Begin\n*{u.speaker or 'XXX'}:\t{before_pylangacq(u.text)}\n@End\n")
             out.append(finish_words(tokens[0]) if len(tokens) == 1 else [])
         except Exception as exc:  # noqa: BLE001
             problems.append(Problem(path, u.line, "E316", f"unreadable main tier ({exc})"))

@@ -49,6 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vd.add_argument("--device", default="auto", help="where DINOv2 runs: auto (default), cpu, cuda")
 
 
+def check_device(name: str) -> None:
+    """One-line error for a device that does not exist here (``--device cuda`` without a GPU)."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"--device {name}: no such CUDA GPU here (use --device cpu or auto)")
+
+
 def source_kind(args: argparse.Namespace) -> str:
     """Which builder the arguments ask for."""
     return "visdial" if getattr(args, "visdial", None) else "chat"
@@ -80,6 +94,7 @@ def _build_visdial(args: argparse.Namespace):
     if missing or args.inputs:
         raise InputError(f"build-corpus --visdial: give {', '.join(missing)}" if missing else
                          "build-corpus --visdial: CHAT inputs cannot be mixed with --visdial")
+    check_device(args.device)
     config = VisdialCorpusConfig(
         visdial=args.visdial, images=args.images, annotations=args.annotations, vision=args.vision, out=args.out,
         vision_init=args.vision_init, vision_seed=args.vision_seed, features_cache=args.features_cache,

@@ -58,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from vlground.cli.build_corpus import check_device
     from vlground.datasets.mismatch import MismatchConfig, build_mismatch
+
+    check_device(args.device)
 
     config = MismatchConfig(
         annotations=args.annotations, out=args.out, images=args.images, model=args.model, mask=args.mask,

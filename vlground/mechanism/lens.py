@@ -101,13 +101,29 @@ class TunedLens(nn.Module):
         return out + [unembedding.final_logits(hidden_states[-1])]
 
     def save(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``translators.safetensors`` into ``directory``."""
+        """Write ``config.json`` and ``translators.safetensors`` into ``directory`` atomically: both
+        go into a temporary folder beside it renamed into place, so a reader sees the old lens or
+        the new one, never half of one."""
+        import os
+        import shutil
+        import tempfile
+
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "translators.safetensors")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "translators.safetensors")
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @classmethod
     def load(cls, directory: str | Path, unembedding: Unembedding) -> TunedLens:
@@ -117,11 +133,20 @@ class TunedLens(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise MechanismError(f"{directory}: no config.json (not a saved lens)")
-        config = LensConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        from safetensors import SafetensorError
+
+        try:
+            config = LensConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        except (ValueError, TypeError, KeyError) as exc:  # truncated or hand-edited JSON
+            raise MechanismError(f"{directory / 'config.json'}: truncated or corrupt ({type(exc).__name__})") from None
         if config.unembedding_hash != unembedding.hash():
             raise MechanismError(f"{directory}: lens was trained for another unembedding (hash mismatch)")
         lens = cls(config)
-        lens.load_state_dict(load_file(directory / "translators.safetensors"))
+        try:
+            lens.load_state_dict(load_file(directory / "translators.safetensors"))
+        except (SafetensorError, RuntimeError, ValueError) as exc:  # truncated file, wrong shapes
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise MechanismError(f"{directory / 'translators.safetensors'}: truncated or corrupt ({first})") from None
         return lens
 
 

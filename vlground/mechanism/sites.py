@@ -16,7 +16,8 @@ from torch import nn
 
 from vlground.mechanism.errors import MechanismError
 
-__all__ = ["AttentionSites", "register_sites", "resolve_sites", "attention_layer_indices", "get_module"]
+__all__ = ["AttentionSites", "register_sites", "resolve_sites", "has_attention_sites", "attention_layer_indices",
+           "get_module"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ def resolve_sites(model: nn.Module) -> AttentionSites:
             "(pass an AttentionSites yourself)"
         )
     return _RESOLVERS[model_type](model)
+
+
+def has_attention_sites(model: nn.Module) -> bool:
+    """Whether sites are registered for the model's ``config.model_type`` (False for an LSTM, a pure Mamba-2)."""
+    return getattr(getattr(model, "config", None), "model_type", None) in _RESOLVERS
 
 
 def attention_layer_indices(model: nn.Module) -> list[int]:

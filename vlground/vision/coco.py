@@ -10,9 +10,12 @@ Rules:
   PIL cannot open it, or when the file's size differs from the declared ``width`` / ``height``
   (boxes are in the declared pixels). Missing ``width`` / ``height`` are read from the file. With
   ``check_images=False`` files are not opened and ``width`` / ``height`` are required.
+* an image is also skipped when PIL refuses it as a decompression bomb (more pixels than
+  ``PIL.Image.MAX_IMAGE_PIXELS`` allows).
 * an annotation is skipped when its image was skipped or is unknown, its category id is
-  unknown, its ``bbox`` is not four numbers, is empty (``w <= 0`` or ``h <= 0``) or lies fully
-  outside the image, or its id repeats an earlier one.
+  unknown, its ``bbox`` is not four finite numbers (NaN and infinity included), is empty
+  (``w <= 0`` or ``h <= 0``: degenerate) or lies fully outside the image, its segmentation is
+  malformed (:func:`segmentation_problem`), or its id repeats an earlier one.
 * a box partly outside the image is clipped to the image; :attr:`CocoAnnotation.clipped_from`
   keeps the original box.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +189,9 @@ def _images(entries: list, image_dir: Path, name: str, check: bool, skipped: lis
             except (UnidentifiedImageError, OSError) as exc:
                 skipped.append(Problem(name, item, f"PIL cannot read {entry['file_name']} ({type(exc).__name__})"))
                 continue
+            except Image.DecompressionBombError as exc:
+                skipped.append(Problem(name, item, f"{entry['file_name']}: decompression bomb refused ({exc})"))
+                continue
             if width is None and height is None:
                 width, height = real
             elif (width, height) != real:
@@ -226,8 +233,15 @@ def _annotations(entries: list, images: dict[int, CocoImage], categories: dict[i
             continue
         x, y, w, h = (float(v) for v in bbox)
         shown = f"box {_fmt(bbox)}"
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            skipped.append(Problem(name, item, f"{shown} is not finite"))
+            continue
         if w <= 0 or h <= 0:
             skipped.append(Problem(name, item, f"{shown} is empty"))
+            continue
+        seg_problem = segmentation_problem(entry.get("segmentation"), image.width, image.height)
+        if seg_problem:
+            skipped.append(Problem(name, item, f"segmentation {seg_problem}"))
             continue
         x0, y0 = max(x, 0.0), max(y, 0.0)
         x1, y1 = min(x + w, float(image.width)), min(y + h, float(image.height))
@@ -246,6 +260,38 @@ def _annotations(entries: list, images: dict[int, CocoImage], categories: dict[i
             area=entry.get("area"), clipped_from=clipped_from,
         ))
     return out
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def segmentation_problem(seg, width: int, height: int) -> str | None:
+    """Why a COCO segmentation is malformed, or None when it is absent or well formed.
+
+    Well formed: polygons, a list of ``[x0, y0, x1, y1, ...]`` lists of at least three points
+    of finite numbers; or an RLE ``{"size": [height, width], "counts": str | list of ints}``
+    whose size is the image's and (uncompressed) whose counts add up to ``height * width``.
+    """
+    if seg is None or seg == [] or seg == {}:
+        return None
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_number(v) for v in poly):
+                return "is malformed (polygons are lists of at least 3 finite x, y pairs)"
+        return None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            return "is malformed (an RLE needs 'size': [height, width])"
+        if list(size) != [height, width]:
+            return f"RLE size {size} is not the image's [{height}, {width}]"
+        if isinstance(counts, str):
+            return None if counts else "is malformed (empty RLE counts)"
+        if isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            return None if sum(counts) == height * width else f"RLE counts cover {sum(counts)} pixels, not {height * width}"
+        return "is malformed (RLE 'counts' must be a string or a list of non-negative integers)"
+    return f"is malformed (a {type(seg).__name__}, not polygons or an RLE)"
 
 
 def _fmt(box) -> str:

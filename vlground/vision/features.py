@@ -12,7 +12,10 @@
 
       vision.json     the record of the featurizer that made it (a cache never mixes two)
       features.npy    float16 [capacity, n_tokens, dim], memory-mapped; row r = keys.txt line r
-      keys.txt        one image key per line, appended after its row is flushed
+      keys.txt        one image key per line, appended after its row is flushed: the image's
+                      content hash (:func:`content_key`), never its name, so a cache cannot
+                      return another image's features
+      .fill.lock      held by the build filling the cache (a second one is refused, naming it)
 
   ``n_tokens = n_prefix + grid_h * grid_w``: DINOv2's ``last_hidden_state`` in order (CLS, the
   register tokens of ``*-reg`` variants, then the patches row-major). Resumable: a key already in
@@ -64,6 +67,11 @@ class VisionSpec:
 
 def _sha_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file's bytes: the features cache key of an image."""
+    return "sha256:" + _sha_file(Path(path))
 
 
 def _sha_file(path: Path) -> str:
@@ -382,4 +390,4 @@ def corpus_images(corpus) -> CorpusImages | None:
 
 
 __all__ = ["VisionSpec", "Featurizer", "FeatureCache", "CorpusImages", "corpus_images", "default_cache_dir",
-           "identity", "identity_hash", "DINOV2_TYPES"]
+           "identity", "identity_hash", "DINOV2_TYPES", "content_key"]
