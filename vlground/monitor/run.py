@@ -154,7 +154,8 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
         mit_rows = runner.run(mitigate=True)
         _write_csv(out / "words_mitigated.csv", mit_rows)
         result["mitigation"] = {"threshold": threshold, "penalty": cfg.task.penalty, "before": outcome,
-                                "after": runner.outcome(), "penalised_words": sum(r.penalised for r in mit_rows),
+                                "after": runner.outcome(), "penalised_steps": runner.penalised,
+                                "penalised_labelled_words": sum(r.penalised for r in mit_rows),
                                 "threshold_rule": "given" if cfg.task.threshold is not None else "25th percentile of the unmitigated words' scores"}
     result = metrics.nan_to_none(result)
     with open(out / "evaluation.csv", "w", newline="", encoding="utf-8") as fh:

@@ -112,13 +112,16 @@ class TaskRunner:
         self.notes: list[str] = []
         self.captions: list[list[bool]] = []  #: chair: per caption, its words' labels
         self.answers: list[bool] = []  #: pope / testbed: per question, answered right
+        self.penalised = 0  #: decoding steps where mitigation lowered the object words
 
     # -- shared -----------------------------------------------------------------------------------
     def _decode(self, enc, max_new: int, mitigation: Mitigation | None) -> list[Step]:
         model = self.b.loaded.model
         with capture_attention(model, self.sites) as rec:
-            return decode(self.b.adapter, self.b.loaded, enc.inputs, max_new_tokens=max_new, stop_ids=self.b.stop_ids,
-                          recorder=rec, image=enc.image, heads=self.scorer.heads, mitigation=mitigation, k=self.scorer.k)
+            steps = decode(self.b.adapter, self.b.loaded, enc.inputs, max_new_tokens=max_new, stop_ids=self.b.stop_ids,
+                           recorder=rec, image=enc.image, heads=self.scorer.heads, mitigation=mitigation, k=self.scorer.k)
+        self.penalised += sum(s.penalised for s in steps)
+        return steps
 
     def _images(self) -> list[int]:
         ids = sorted(i for i in self.objects if self.objects[i])
@@ -133,7 +136,7 @@ class TaskRunner:
         return Mitigation(self.cfg.threshold, self.cfg.penalty, torch.tensor(ids, dtype=torch.long))
 
     def run(self, mitigate: bool = False) -> list[WordRow]:
-        self.captions, self.answers = [], []
+        self.captions, self.answers, self.penalised = [], [], 0
         return {"pope": self.pope, "chair": self.chair, "testbed": self.testbed}[self.cfg.task](mitigate)
 
     # -- tasks ------------------------------------------------------------------------------------
@@ -152,6 +155,7 @@ class TaskRunner:
             lp_yes = torch.logsumexp(step.logprobs[yes], 0)
             lp_no = torch.logsumexp(step.logprobs[no], 0)
             step.penalised = bool(mitigate and step.score is not None and step.score < cfg.threshold)
+            self.penalised += step.penalised
             said_yes = bool(lp_yes - (cfg.penalty if step.penalised else 0.0) > lp_no)
             self.answers.append(said_yes == q.present)
             row = WordRow("pope", f"{q.image_id}:{q.category}:{q.strategy or 'present'}", q.image_id, str(img.path),

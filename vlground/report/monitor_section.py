@@ -148,7 +148,7 @@ def render_monitor_section(result: dict) -> str:
     if mit:
         after = ", ".join(f"{k} {_f(v) if isinstance(v, float) else v}" for k, v in mit["after"].items())
         parts.append(f"<p>Mitigation (threshold {_f(mit['threshold'])}, {mit['threshold_rule']}; penalty {mit['penalty']} nats; "
-                     f"{mit['penalised_words']} words penalised): after: {html.escape(after)}</p>")
+                     f"{mit['penalised_steps']} decoding steps penalised): after: {html.escape(after)}</p>")
     if result.get("examples"):
         parts.append("<h3>Examples</h3><p>Green: grounded word, red: hallucinated; the score follows each word"
                      + (", &#9873; = below the mitigation threshold" if threshold is not None else "") + ".</p>")
