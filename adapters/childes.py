@@ -9,8 +9,13 @@ frame pair. Reverse direction (``lan2env``): the linguistic frame with ``w<LAN>`
 then the environment frame up to its slot; the target is ``w<ENV>``.
 
 Targets: words of the corpus's pairs with at least ``min_env`` ENV and ``min_lan`` LAN
-occurrences (``--templates`` may list them). Frame pair ``k`` is ``(env[k % E], lan[k % L])``
-for ``k < max(E, L)``.
+occurrences (``--templates`` may list them). Frame pairs (``pairing``): ``cross`` (default)
+probes every ENV frame with every LAN frame, pair ``k = e * L + l`` is ``(env[e], lan[l])``
+(``E x L`` pairs, so the blog's "asked for a new" + "I love this" is among them); ``diagonal``
+pairs ``(env[k % E], lan[k % L])`` for ``k < max(E, L)`` only.
+
+Held-out text for the tuned lens (:meth:`ChildesAdapter.lens_batches`): the run's validation
+chunks (``split.json``), whole, in order, until ``n_tokens`` non-padding tokens (or all of them).
 """
 from __future__ import annotations
 
@@ -101,6 +106,16 @@ def _frame_missing(frame: Frame, vocab: dict[str, int], form) -> list[str]:
     return missing
 
 
+def frame_pairs(n_env: int, n_lan: int, pairing: str = "cross") -> list[tuple[int, int]]:
+    """``[(env frame, lan frame), ...]``: ``cross`` = all ``n_env x n_lan`` pairs (ENV-major);
+    ``diagonal`` = ``(k % n_env, k % n_lan)`` for ``k < max(n_env, n_lan)``."""
+    if pairing == "cross":
+        return [(e, l_) for e in range(n_env) for l_ in range(n_lan)]
+    if pairing == "diagonal":
+        return [(k % n_env, k % n_lan) for k in range(max(n_env, n_lan))]
+    raise InputError(f"unknown pairing {pairing!r} (known: cross, diagonal)")
+
+
 class ChildesAdapter(Adapter):
     name = "childes"
 
@@ -112,11 +127,14 @@ class ChildesAdapter(Adapter):
         min_lan: int = 3  #: ... and this many ``w<LAN>``
         limit: int | None = None  #: at most this many targets (the most frequent)
         directions: tuple = ("env2lan", "lan2env")  #: probe directions
+        pairing: str = "cross"  #: frame pairs: ``cross`` (every ENV frame x every LAN frame) or ``diagonal`` (ENV i with LAN i)
 
     def __init__(self, options=None):
         super().__init__(options)
         if not self.options.runs:
             raise InputError("adapter childes: give at least one --run folder")
+        if self.options.pairing not in ("cross", "diagonal"):
+            raise InputError(f"adapter childes: unknown pairing {self.options.pairing!r} (known: cross, diagonal)")
         self._templates = Templates.load(self.options.templates)
         self._notes: list[str] = []
         self._items: dict[str, tuple[list[ProbeItem], dict[str, list[int]], dict[str, int]]] = {}
@@ -206,8 +224,8 @@ class ChildesAdapter(Adapter):
         seqs: dict[str, list[int]] = {}
         env_pos: dict[str, int] = {}
         n = len(targets)
-        for k in range(max(len(env_frames), len(lan_frames))):
-            ef, lf = env_frames[k % len(env_frames)], lan_frames[k % len(lan_frames)]
+        for k, (ei, li) in enumerate(frame_pairs(len(env_frames), len(lan_frames), self.options.pairing)):
+            ef, lf = env_frames[ei], lan_frames[li]
             shift = 1 + k % (n - 1)
             for i, w in enumerate(targets):
                 d = targets[(i + shift) % n]
@@ -219,7 +237,8 @@ class ChildesAdapter(Adapter):
                         target = vocab[lan_token(w)] if direction == "env2lan" else vocab[env_token(w)]
                         seqs[iid] = ids + [target]
                         env_pos[iid] = pos
-                        items.append(ProbeItem(iid, pid, w, cond, direction, env_word=ew, template=k, meta={"span": span}))
+                        items.append(ProbeItem(iid, pid, w, cond, direction, env_word=ew, template=k,
+                                               meta={"span": span, "env_frame": ei, "lan_frame": li}))
         return items, seqs, env_pos
 
     def _targets(self, vocab: dict[str, int], corpus: Corpus | None) -> list[str]:
@@ -312,15 +331,25 @@ class ChildesAdapter(Adapter):
         index = {p["word"]: i for i, p in enumerate(corpus.pairs)}
         return {w: int(counts[index[w]]) if w in index else 0 for w in words}
 
-    def lens_batches(self, loaded: LoadedModel, n_chunks: int = 16, max_len: int = 128):
+    def lens_batches(self, loaded: LoadedModel, n_tokens: int = 250_000, batch_size: int = 8):
+        """Held-out chunks as ``{"input_ids", "attention_mask"}`` batches of ``batch_size`` whole chunks:
+        the run's validation chunks in order until they hold ``n_tokens`` non-padding tokens, or all
+        of them (fewer tokens; logged).  None without the corpus or without a validation split (a
+        lens fit on training chunks would not be held out)."""
         corpus = loaded.extra.get("corpus")
-        if corpus is None:
-            return None
         split_f = Path(loaded.extra["run_dir"]) / "split.json"
         held = json.loads(split_f.read_text()).get("val", []) if split_f.is_file() else []
-        idx = list(held[:n_chunks]) or list(range(min(n_chunks, corpus.n_chunks)))
-        ids = torch.from_numpy(np.asarray(corpus.chunks[idx, :max_len], dtype=np.int64))
-        return [{"input_ids": ids[i : i + 8]} for i in range(0, len(idx), 8)]
+        if corpus is None or not held:
+            return None
+        pad = loaded.tokenizer.pad_token_id or 0
+        chunks = np.asarray(corpus.chunks[np.asarray(held, dtype=np.int64)], dtype=np.int64)
+        counts = np.cumsum((chunks != pad).sum(1))
+        take = int(np.searchsorted(counts, n_tokens) + 1) if counts[-1] >= n_tokens else len(held)
+        if counts[-1] < n_tokens:
+            log.info("lens: the held-out split has %d tokens (< lens_tokens %d); using all of it", counts[-1], n_tokens)
+        ids = torch.from_numpy(chunks[:take])
+        mask = (ids != pad).long()
+        return [{"input_ids": ids[i : i + batch_size], "attention_mask": mask[i : i + batch_size]} for i in range(0, take, batch_size)]
 
     def skipped(self) -> list[str]:
         return list(dict.fromkeys(self._notes))

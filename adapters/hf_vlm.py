@@ -1,8 +1,9 @@
 """``HFVisionLanguageAdapter``: any Hugging Face image-text-to-text model, probed on COCO objects.
 
-A concrete VLM is a short subclass that *declares* what differs (see ``adapters/llava15.py`` and
-docs/adapters.md): the accepted ``config.model_type`` values, the model and processor classes, the
-chat format, and, when the defaults do not fit, how to find the image tokens or map a box.
+A concrete VLM is a short subclass that *declares* what differs (``adapters/llava15.py``,
+``adapters/qwen2vl.py``, ``adapters/llava_next.py``; docs/adapters.md): the accepted
+``config.model_type`` values, the model and processor classes (or a processor-loading hook), the
+chat format, and, when the defaults do not fit, the image-token layout and extra model inputs.
 
 Items (one pair per annotated object of ``--annotations``):
 
@@ -15,24 +16,34 @@ Items (one pair per annotated object of ``--annotations``):
   The target is the category name, tokenised as ``prompt + " " + name``; a name of several
   sub-tokens is scored as the sum of their log-probabilities with the earlier sub-tokens fed in
   (teacher forcing), per :mod:`vlground.engine.adapter`.
-* ``env_mask``: the image-token positions whose patch lies inside the object's box, the box mapped
-  through the model's own preprocessing with :func:`vlground.vision.geometry.box_to_patches`
-  (row-major patch ``k`` sits at ``first image token + prefix + k``; ``prefix`` = image tokens
-  beyond the grid, e.g. a kept CLS); ``env_span``: every image-token position.
+* layout: :meth:`image_layout` computes each image's
+  :class:`~vlground.vision.layout.ImageTokenLayout` from the real processor output for that image
+  (default: one grid read from the image processor's settings, :func:`single_grid_layout`).
+* ``env_mask``: the image-token positions inside the object's box
+  (:func:`vlground.vision.layout.box_to_tokens`, every view that shows it); ``env_span``: every
+  image-token position (grids, prefix and separator tokens).
 
-Memory and speed: ``--dtype auto`` is float16 on a GPU and float32 on the CPU; attention is eager
-(saliency needs the maps); ``device_map="auto"`` shards the model over several visible GPUs when
-``--device auto``. The GPU paths are written but untested here (no GPU in CI).
+Batching: ``input_ids`` and the per-token extras (``token_inputs``, e.g. Qwen2-VL's
+``mm_token_type_ids``, and any integer ``[1, P]`` output of the processor) are right-padded and
+extended with the target's earlier sub-tokens; per-image extras (``pixel_values``,
+``image_grid_thw``, ``image_sizes``) are concatenated along dim 0, zero-padded where their other
+dims differ (as the processor pads several images of one call).
+
+Memory and speed: ``--dtype auto`` is float16 on a GPU and float32 on the CPU (bfloat16 with
+``--dtype bfloat16``); attention is eager (saliency needs the maps); ``--device-map auto`` (or
+``--device auto`` with several GPUs) shards the model with accelerate. Saliency keeps only the
+predicted row (``[B, layers, heads, S]``).
 """
 from __future__ import annotations
 
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
+import numpy as np
 import torch
 
 from vlground.engine.adapter import Adapter, Capability, Checkpoint, LoadedModel, ProbeBatch, ProbeItem, resolve_device
@@ -52,8 +63,9 @@ class ObjectItem:
     mismatch_image: str  #: the inpainted image file
     image_size: tuple[int, int]  #: original ``(width, height)``
     bbox: tuple[float, float, float, float]  #: COCO ``(x, y, w, h)`` in original pixels
-    patches: tuple[int, ...]  #: row-major patch indices inside the box
+    patches: tuple[int, ...]  #: indices (into the image's token positions, ascending) of the tokens inside the box
     word_ids: tuple[int, ...]  #: the target's sub-token ids
+    layout: Mapping[str, Any] = field(default_factory=dict)  #: ``ImageTokenLayout.summary()`` + ``n_inside``
 
 
 class HFVisionLanguageAdapter(Adapter):
@@ -63,13 +75,17 @@ class HFVisionLanguageAdapter(Adapter):
 
     #: accepted ``config.model_type`` values (empty: any)
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: ``transformers`` class loading the model / the processor
-    model_class: ClassVar[str] = "AutoModelForImageTextToText"
-    processor_class: ClassVar[str] = "AutoProcessor"
+    #: ``transformers`` class (name or class) loading the model
+    model_class: ClassVar[str | type] = "AutoModelForImageTextToText"
+    #: the processor: a ``transformers`` class name, a class with ``from_pretrained``, or a callable
+    #: ``path -> processor`` (e.g. built from an image processor and a tokenizer); see :meth:`load_processor`
+    processor_class: ClassVar[str | type | Callable[[str], Any]] = "AutoProcessor"
     #: prompt with ``{image}``, ``{question}``, ``{answer}``; None: the processor's chat template
     chat_format: ClassVar[str | None] = None
     #: pad the image to a square before resizing (None: as the processor says)
     pad_to_square: ClassVar[bool | None] = None
+    #: per-token model inputs besides ``input_ids`` -> the value for padding and the target's sub-tokens
+    token_inputs: ClassVar[Mapping[str, int]] = {}
     #: what the model family is called in error messages
     description: ClassVar[str] = "Hugging Face image-text-to-text model"
 
@@ -84,8 +100,9 @@ class HFVisionLanguageAdapter(Adapter):
         question: str = "What is in the picture?"  #: user turn of the chat format
         answer_prefix: str = "It is a"  #: start of the answer; the object's name is the next word
         dtype: str = "auto"  #: ``auto`` (float16 on GPU, float32 on CPU), float32, float16, bfloat16
+        device_map: str | None = None  #: accelerate device map (``auto``: shard over the visible GPUs)
         limit: int | None = None  #: probe at most this many objects (file order)
-        min_overlap: float = 0.5  #: a patch is inside the box when this share of it is covered
+        min_overlap: float = 0.5  #: a token is inside the box when this share of its cell is covered
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -123,47 +140,102 @@ class HFVisionLanguageAdapter(Adapter):
             raise InputError(f"{folder}: model_type {model_type!r} is not a {self.description} "
                              f"(expected {' or '.join(self.model_types)})")
 
+    def load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``from_pretrained`` for the model: dtype, eager attention, device map."""
+        device = resolve_device(self.options.device)
+        dtype = _DTYPES.get(self.options.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+        kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager"}
+        if self.options.device_map:
+            kwargs["device_map"] = self.options.device_map
+        elif self.options.device == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1:
+            kwargs["device_map"] = "auto"  # accelerate splits the layers over the visible GPUs
+        return kwargs
+
+    def load_processor(self, path: str):
+        """The processor of a checkpoint, from :attr:`processor_class` (a ``transformers`` name, a class
+        with ``from_pretrained``, or a callable ``path -> processor``). Override to build it another way."""
+        import transformers
+
+        spec = self.processor_class
+        if isinstance(spec, str):
+            spec = getattr(transformers, spec)
+        return spec.from_pretrained(path) if hasattr(spec, "from_pretrained") else spec(path)
+
     def load(self, ckpt: Checkpoint) -> LoadedModel:
         import transformers
         from safetensors import SafetensorError
 
-        device = resolve_device(self.options.device)
-        dtype = _DTYPES.get(self.options.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
-        kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager"}
-        shard = self.options.device == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1
-        if shard:
-            kwargs["device_map"] = "auto"  # accelerate splits the layers over the visible GPUs
+        kwargs = self.load_kwargs()
+        cls = getattr(transformers, self.model_class) if isinstance(self.model_class, str) else self.model_class
         try:
-            model = getattr(transformers, self.model_class).from_pretrained(ckpt.path, **kwargs)
-            processor = getattr(transformers, self.processor_class).from_pretrained(ckpt.path)
+            model = cls.from_pretrained(ckpt.path, **kwargs)
+            processor = self.load_processor(ckpt.path)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{ckpt.path}: cannot load as a {self.description} ({first})") from None
         model_type = getattr(model.config, "model_type", None)
         if self.model_types and model_type not in self.model_types:
             raise InputError(f"{ckpt.path}: model_type {model_type!r} is not a {self.description}")
-        if not shard:
-            model = model.to(device)
+        if "device_map" not in kwargs:
+            model = model.to(resolve_device(self.options.device))
         model.eval().requires_grad_(False)
         loaded = LoadedModel(checkpoint=ckpt, model=model, tokenizer=getattr(processor, "tokenizer", processor),
                              device=model.get_input_embeddings().weight.device, extra={"processor": processor})
-        loaded.extra["preprocess"] = self.preprocess(loaded)
         loaded.extra["image_token_id"] = self.image_token_id(loaded)
         return loaded
 
     def capabilities(self, loaded: LoadedModel) -> frozenset[Capability]:
         return frozenset({Capability.ATTENTION})
 
+    def attention_site(self, loaded: LoadedModel):
+        """The language model's heads: the registered resolver of ``config.model_type``, else the
+        first ``...layers.{i}.self_attn.o_proj`` path (Llama/Qwen-style decoders; the vision tower's
+        blocks are not named ``layers``)."""
+        from vlground.mechanism.errors import MechanismError
+        from vlground.mechanism.sites import AttentionSites, _find_template, resolve_sites
+
+        try:
+            return resolve_sites(loaded.model)
+        except MechanismError:
+            cfg = loaded.model.config.get_text_config()
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            return AttentionSites(_find_template(loaded.model, "self_attn.o_proj"), cfg.num_attention_heads, head_dim,
+                                  tuple(range(cfg.num_hidden_layers)))
+
     def skipped(self) -> list[str]:
         return list(dict.fromkeys(self._skipped))
 
     # -- declarative hooks (override in a subclass when the defaults do not fit) ------------------
     def preprocess(self, loaded: LoadedModel):
-        """The :class:`~vlground.vision.geometry.Preprocess` of the model's image processor."""
+        """The :class:`~vlground.vision.geometry.Preprocess` of the model's image processor (used by
+        the default :meth:`image_layout`; models that resize each image differently override that)."""
         from vlground.vision.geometry import Preprocess
 
-        return Preprocess.from_processor(loaded.extra["processor"], config=loaded.model.config,
-                                         pad_to_square=self.pad_to_square)
+        if "preprocess" not in loaded.extra:
+            loaded.extra["preprocess"] = Preprocess.from_processor(
+                loaded.extra["processor"], config=loaded.model.config, pad_to_square=self.pad_to_square)
+        return loaded.extra["preprocess"]
+
+    def image_layout(self, loaded: LoadedModel, enc: Mapping[str, torch.Tensor], image_size: tuple[int, int]):
+        """The :class:`~vlground.vision.layout.ImageTokenLayout` of one image, from the processor's output
+        ``enc`` for (prompt, that image) and the original ``(width, height)``. Default: one grid of
+        :meth:`preprocess` over the image tokens (those beyond the grid, first, are prefix tokens)."""
+        from vlground.vision.layout import single_grid_layout
+
+        positions = self.image_positions(loaded, enc["input_ids"][0])
+        try:
+            return single_grid_layout(self.preprocess(loaded), image_size, positions.tolist())
+        except ValueError as exc:
+            raise InputError(f"{loaded.checkpoint.path}: {exc} (the preprocessing description does not fit this "
+                             "processor; override image_layout)") from None
+
+    def view_pixels(self, loaded: LoadedModel, enc: Mapping[str, torch.Tensor], layout) -> dict[str, np.ndarray]:
+        """Per view of ``layout``, the model-input image as brightness ``[H, W]`` in [0, 1], in that grid's
+        pixels (for the conformance kit's painted-box check). Default: ``pixel_values[0]``."""
+        from vlground.vision.layout import brightness
+
+        proc = getattr(loaded.extra["processor"], "image_processor", None)
+        return {layout.grids[0].name: brightness(enc["pixel_values"][0].float().numpy(), proc)}
 
     def image_token_id(self, loaded: LoadedModel) -> int:
         """Id of the token the processor repeats once per image feature."""
@@ -210,17 +282,15 @@ class HFVisionLanguageAdapter(Adapter):
 
     def _make_items(self, loaded: LoadedModel) -> list[ProbeItem]:
         from vlground.vision.coco import load_coco
-        from vlground.vision.geometry import box_to_patches
+        from vlground.vision.layout import box_to_tokens
 
         o = self.options
         coco = load_coco(o.annotations, o.images)
         self._skipped.extend(str(p) for p in coco.skipped)
         mismatched = _read_mismatch(Path(o.mismatch))
-        prompt = self.format_prompt(loaded)
-        loaded.extra["prompt"] = prompt
+        prompt = self._prompt(loaded)
         tok = loaded.tokenizer
         prompt_ids = tok(prompt).input_ids
-        pre = loaded.extra["preprocess"]
         out: list[ProbeItem] = []
         annotations = coco.annotations[: o.limit] if o.limit is not None else coco.annotations
         for ann in annotations:
@@ -229,16 +299,20 @@ class HFVisionLanguageAdapter(Adapter):
             try:
                 word_ids = _word_ids(tok, prompt, prompt_ids, ann.category)
                 mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
+                size = (image.width, image.height)
+                layout = self.image_layout(loaded, self.encode(loaded, str(image.path)), size)
             except InputError as exc:
                 self._skipped.append(f"{where}: {exc}")
                 log.warning("skipped %s: %s", where, exc)
                 continue
-            pm = box_to_patches(ann.bbox, (image.width, image.height), pre, min_overlap=o.min_overlap)
-            if pm.problem:
-                self._skipped.append(f"{where}: {pm.problem}")
+            inside = box_to_tokens(layout, ann.bbox, min_overlap=o.min_overlap)
+            if inside.problem:
+                self._skipped.append(f"{where}: {inside.problem}")
                 continue
-            meta = ObjectItem(ann.id, str(image.path), str(mm_file), (image.width, image.height), tuple(ann.bbox),
-                              tuple(int(i) for i in pm.indices), tuple(word_ids))
+            index = np.searchsorted(layout.positions, inside.positions)
+            record = {**layout.summary(), "n_inside": int(inside.positions.size)}
+            meta = ObjectItem(ann.id, str(image.path), str(mm_file), size, tuple(ann.bbox),
+                              tuple(int(i) for i in index), tuple(word_ids), record)
             pid = f"ann{ann.id}"
             out.append(ProbeItem(f"{pid}-m", pid, ann.category, "match", env_word=ann.category, meta={"object": meta}))
             out.append(ProbeItem(f"{pid}-x", pid, ann.category, "mismatch", env_word=replacement, meta={"object": meta}))
@@ -249,7 +323,12 @@ class HFVisionLanguageAdapter(Adapter):
         return out
 
     # -- batches ------------------------------------------------------------------------------------
-    def _encode(self, loaded: LoadedModel, image_file: str) -> dict[str, torch.Tensor]:
+    def _prompt(self, loaded: LoadedModel) -> str:
+        if "prompt" not in loaded.extra:
+            loaded.extra["prompt"] = self.format_prompt(loaded)
+        return loaded.extra["prompt"]
+
+    def encode(self, loaded: LoadedModel, image_file: str) -> dict[str, torch.Tensor]:
         """The processor's output for (prompt, image): ``input_ids [1, P]``, ``pixel_values`` ... (LRU-cached)."""
         from PIL import Image
 
@@ -262,7 +341,7 @@ class HFVisionLanguageAdapter(Adapter):
                 image = im.convert("RGB")
         except OSError as exc:
             raise InputError(f"{image_file}: cannot read image ({type(exc).__name__})") from None
-        enc = loaded.extra["processor"](images=[image], text=[loaded.extra["prompt"]], return_tensors="pt")
+        enc = loaded.extra["processor"](images=[image], text=[self._prompt(loaded)], return_tensors="pt")
         enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
         cache[image_file] = enc
         while len(cache) > 16:
@@ -270,13 +349,12 @@ class HFVisionLanguageAdapter(Adapter):
         return enc
 
     def batch(self, loaded: LoadedModel, items: list[ProbeItem]) -> ProbeBatch:
-        if "prompt" not in loaded.extra:
-            loaded.extra["prompt"] = self.format_prompt(loaded)
-        pre = loaded.extra["preprocess"]
-        rows, extras, targets, positions, inside, spans = [], [], [], [], [], []
+        from vlground.vision.layout import box_to_tokens
+
+        rows, extras, targets, positions, inside, spans, views = [], [], [], [], [], [], []
         for it in items:
             obj: ObjectItem = it.meta["object"]
-            enc = self._encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
+            enc = self.encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
             ids = enc["input_ids"][0]
             n_prompt = ids.shape[0]
             words = torch.tensor(obj.word_ids, dtype=torch.long)
@@ -284,14 +362,10 @@ class HFVisionLanguageAdapter(Adapter):
             extras.append({k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")})
             targets.append(words)
             positions.append(torch.arange(len(words)) + n_prompt - 1)
-            image_pos = self.image_positions(loaded, ids)
-            grid_h, grid_w = pre.grid(*obj.image_size)
-            prefix = len(image_pos) - grid_h * grid_w
-            if prefix < 0:
-                raise InputError(f"{it.item_id}: {len(image_pos)} image tokens for a {grid_h}x{grid_w} patch grid "
-                                 "(the preprocessing description does not fit this processor)")
-            inside.append(image_pos[prefix + torch.tensor(obj.patches, dtype=torch.long)])
-            spans.append(image_pos)
+            layout = self.image_layout(loaded, enc, obj.image_size)
+            inside.append(torch.as_tensor(box_to_tokens(layout, obj.bbox, min_overlap=self.options.min_overlap).positions))
+            spans.append(torch.as_tensor(layout.positions))
+            views.append(layout.grid_of())
         B, S, T = len(items), max(len(r) for r in rows), max(len(t) for t in targets)
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((B, S), pad, dtype=torch.long)
@@ -308,20 +382,81 @@ class HFVisionLanguageAdapter(Adapter):
             target_pos[b, len(targets[b]):] = positions[b][0]
             env_mask[b, inside[b]] = True
             env_span[b, spans[b]] = True
+        names = sorted({v for d in views for v in d.values()})
+        env_views = {n: torch.zeros((B, S), dtype=torch.bool) for n in names if len(names) > 1}
+        for b, d in enumerate(views):
+            for pos, n in d.items():
+                if n in env_views:
+                    env_views[n][b, pos] = True
         model_inputs = {"input_ids": input_ids, "attention_mask": attention}
-        for k in extras[0]:
-            try:
-                model_inputs[k] = torch.cat([e[k] for e in extras])
-            except RuntimeError as exc:
-                raise InputError(f"{self.name}: cannot batch {k!r} of images of different sizes ({exc}); "
-                                 "use --batch-size 1") from None
-        return ProbeBatch(list(items), model_inputs, target_ids, target_pos, env_mask, env_span)
+        model_inputs.update(self._batch_extras(extras, [int(p[0]) + 1 for p in positions], S))
+        return ProbeBatch(list(items), model_inputs, target_ids, target_pos, env_mask, env_span, env_views)
 
-    def forward(self, loaded: LoadedModel, batch: ProbeBatch, **kwargs):
-        inputs = dict(batch.model_inputs)
-        if "pixel_values" in inputs:  # the vision tower runs in the model's dtype
-            inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-        return loaded.model(**inputs, **kwargs)
+    def _batch_extras(self, extras: list[dict[str, torch.Tensor]], n_prompt: list[int], S: int) -> dict[str, torch.Tensor]:
+        """Per-token extras (declared in ``token_inputs``, or integer ``[1, P]`` with ``P`` the prompt's
+        length) padded to ``[B, S]`` with the declared fill value (0) for the target's sub-tokens and
+        padding; per-image extras concatenated along dim 0, zero-padded where other dims differ."""
+        out: dict[str, torch.Tensor] = {}
+        for k in extras[0]:
+            parts = [e[k] for e in extras]
+            per_token = k in self.token_inputs or all(
+                p.dim() == 2 and p.shape == (1, n) and not p.is_floating_point() for p, n in zip(parts, n_prompt))
+            if per_token:
+                t = torch.full((len(parts), S), int(self.token_inputs.get(k, 0)), dtype=parts[0].dtype)
+                for b, p in enumerate(parts):
+                    t[b, : p.shape[-1]] = p.reshape(-1)
+                out[k] = t
+                continue
+            shape = [max(p.shape[d] for p in parts) for d in range(1, parts[0].dim())]
+            padded = []
+            for p in parts:
+                if list(p.shape[1:]) != shape:  # e.g. LLaVA-NeXT images with fewer crops
+                    q = p.new_zeros((p.shape[0], *shape))
+                    q[tuple(slice(0, n) for n in p.shape)] = p
+                    p = q
+                padded.append(p)
+            out[k] = torch.cat(padded)
+        return out
+
+    def model_inputs(self, loaded: LoadedModel, batch: ProbeBatch) -> dict[str, torch.Tensor]:
+        """The batch's inputs on the model's device; floating image inputs in the model's dtype."""
+        inputs = super().model_inputs(loaded, batch)
+        for k, v in inputs.items():
+            if v.is_floating_point() and k != "inputs_embeds":
+                inputs[k] = v.to(loaded.model.dtype)
+        return inputs
+
+
+class ImageTextProcessor:
+    """A processor built from an image processor and a tokenizer, for models whose own processor class
+    cannot be built here (Qwen2-VL's wants torchvision for its video part).
+
+    ``__call__(images, text)`` runs the image processor, replaces the ``i``-th ``image_token`` of the
+    text by ``count(image_outputs, i)`` copies (as the model's processor does), tokenises, and with
+    ``token_types`` adds ``mm_token_type_ids`` (1 at image tokens, 0 elsewhere).
+    """
+
+    def __init__(self, image_processor, tokenizer, image_token: str, count: Callable[[Mapping, int], int],
+                 token_types: bool = False, chat_template: str | None = None):
+        self.image_processor, self.tokenizer, self.image_token = image_processor, tokenizer, image_token
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
+        self.count, self.token_types, self.chat_template = count, token_types, chat_template
+
+    def __call__(self, images=None, text=None, return_tensors: str = "pt", **kwargs):
+        img = dict(self.image_processor(images=images, return_tensors=return_tensors)) if images is not None else {}
+        k = 0
+        expanded = []
+        for t in text:
+            pieces = t.split(self.image_token)
+            out = pieces[0]
+            for piece in pieces[1:]:
+                out += self.image_token * int(self.count(img, k)) + piece
+                k += 1
+            expanded.append(out)
+        enc = dict(self.tokenizer(expanded, return_tensors=return_tensors, padding=True))
+        if self.token_types:
+            enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).to(torch.int32)
+        return {**enc, **img}
 
 
 def _read_mismatch(folder: Path) -> dict[int, dict]:

@@ -204,3 +204,18 @@ def test_file_structure_and_id_consistency():
 def test_mor_terminator_matches_main_tier():
     assert errors("*CHI:\thello ? [+ bch]", "%mor:\tco|hello ?") == set()
     assert errors("*CHI:\thello ?", "%mor:\tco|hello .") == {(8, "E716")}
+
+
+@pytest.mark.parametrize("main_tier", ["XXX want .", "I want Yyy [!] .", "xx ."])
+def test_untranscribed_is_lower_case(main_tier):
+    assert errors(f"*CHI:\t{main_tier}") == {(7, "E241")}
+
+
+def test_word_edges_codes_terminators_ages():
+    assert errors("*CHI:\tba^na^na .") == set()
+    assert errors("*CHI:\t^blocking here .") == {(7, "E252")}
+    assert errors("*CHI:\they [% waves] .") == set()
+    assert errors("*CHI:\they [%act: waves] .") == {(7, "E207")}
+    assert (7, "E316") in errors("*CHI:\thello +=.")
+    text = chat("*CHI:\thi .").replace("CHI|||||Target", "CHI|2;6.||||Target")
+    assert {(p.line, p.code) for p in read_chat_text(text, "t.cha").errors} == {(5, "E517")}

@@ -92,7 +92,7 @@ def test_env_mask_is_the_box_mapped_by_the_models_preprocessing(adapter_and_mode
     assert len(image_pos) == grid * grid == int(batch.env_span[0].sum())  # 6x6, CLS dropped
     assert (image_pos == torch.arange(int(image_pos[0]), int(image_pos[0]) + grid * grid)).all()
     obj = it.meta["object"]
-    pm = box_to_patches(obj.bbox, obj.image_size, loaded.extra["preprocess"])
+    pm = box_to_patches(obj.bbox, obj.image_size, adapter.preprocess(loaded))
     assert batch.env_mask[0].nonzero()[:, 0].tolist() == (image_pos[0] + torch.as_tensor(pm.indices)).tolist()
     assert int(batch.predict_positions[0]) == len(ids) - 1
 
@@ -286,7 +286,7 @@ def test_llava15_geometry_576_image_tokens(tmp_path, mismatch_dir):
     folder = save_tiny_llava(tmp_path / "tiny-336", image_size=336, patch_size=14)
     adapter = make_adapter(folder, mismatch_dir, limit=2)
     loaded = adapter.load(adapter.checkpoints()[0])
-    assert loaded.extra["preprocess"] == Preprocess.llava15()
+    assert adapter.preprocess(loaded) == Preprocess.llava15()
     items = adapter.items(loaded)
     batch = adapter.batch(loaded, items[:2])
     assert (batch.env_span.sum(1) == 576).all()

@@ -1,14 +1,19 @@
 """Gather/aggregate rules, shares and S-scores on hand-made saliency maps."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from vlground.mechanism.errors import MechanismError
 from vlground.mechanism.flow import flow_into, head_grid, normalize_grid, normalize_maps
 from vlground.mechanism.patterns import (
     BoxThresholds,
     GatherAggregateThresholds,
     box_aggregate,
+    aggregate_mask,
     classify_heads,
+    gather_mask,
+    gather_only_mask,
     inside_share,
     mechanism_share,
 )
@@ -43,7 +48,7 @@ def test_strip_dot_neither_both():
     maps = torch.stack([strip(), dot(), background(), both()])
     maps[1] = -maps[1]  # signs do not matter: mass is |I|
     maps[2].triu_(1).add_(torch.ones(S, S).triu(1))  # the upper triangle is ignored
-    p = classify_heads(maps)
+    p = classify_heads(maps, GatherAggregateThresholds(gather_rule="strip-minus-dot"))
     assert p.gather.tolist() == [True, False, False, True]
     assert p.aggregate.tolist() == [False, True, False, True]
     assert p.neither.tolist() == [False, False, True, False]
@@ -123,3 +128,62 @@ def test_exports_and_plots(tmp_path):
     maps = normalize_maps(torch.rand(2, 3, 5, 5).tril())
     assert mech.plot_head_maps(maps, tmp_path / "maps.png").stat().st_size > 0
     assert mech.plot_head_grid(torch.rand(2, 3), tmp_path / "grid.png", "flow").stat().st_size > 0
+
+
+def planted(row7: dict[int, float]) -> torch.Tensor:
+    """A map of total mass 1: the given cells of row 7, the rest spread evenly over the
+    diagonal cells of the other nine rows (each far below 30%)."""
+    m = torch.zeros(S, S)
+    for col, v in row7.items():
+        m[7, col] = v
+    rest = 1.0 - sum(row7.values())
+    for i in range(S):
+        if i != 7:
+            m[i, i] = rest / (S - 1)
+    return m
+
+
+# Hand-computed shares (total mass 1, thresholds 0.3):
+#   name       row 7 mass  row 7 top cell  strip  strip-minus-dot  dot
+#   strip      8 x 0.05    0.05            0.40   0.35             0.067
+#   dot        0.40        0.40            0.40   0.00             0.40
+#   neither    0.10 (diag) 0.10            0.10   0.00             0.10
+#   both       0.35+7x0.05 0.35            0.70   0.35             0.35
+#   weakstrip  0.10+4x0.06 0.10            0.34   0.24             0.10
+PLANTED = {
+    "strip": planted({c: 0.05 for c in range(8)}),
+    "dot": planted({2: 0.4}),
+    "neither": planted({7: 0.1}),
+    "both": planted({2: 0.35, **{c: 0.05 for c in (0, 1, 3, 4, 5, 6, 7)}}),
+    "weakstrip": planted({0: 0.1, 1: 0.06, 3: 0.06, 4: 0.06, 5: 0.06}),
+}
+EXPECTED = {  # rule -> (gather, aggregate, gather-only, neither), in PLANTED's order
+    "strip": ([1, 1, 0, 1, 1], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 0, 1, 0, 0]),
+    "strip-minus-dot": ([1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(EXPECTED))
+def test_planted_maps_under_each_gather_rule(rule):
+    maps = torch.stack(list(PLANTED.values()))
+    assert torch.allclose(maps.sum((-1, -2)), torch.ones(len(PLANTED)))
+    th = GatherAggregateThresholds(gather_rule=rule)
+    p = classify_heads(maps, th)
+    gather, aggregate, gather_only, neither = (torch.tensor(x, dtype=torch.bool) for x in EXPECTED[rule])
+    assert torch.equal(p.gather, gather) and torch.equal(gather_mask(maps, th), gather)
+    assert torch.equal(p.aggregate, aggregate) and torch.equal(aggregate_mask(maps, th), aggregate)
+    assert torch.equal(p.gather_only, gather_only) and torch.equal(gather_only_mask(maps, th), gather_only)
+    assert torch.equal(p.mask("gather-only"), gather_only) and torch.equal(p.neither, neither)
+    assert p.gather_rule == rule
+    strip_share = {"strip": [0.40, 0.40, 0.10, 0.70, 0.34], "strip-minus-dot": [0.35, 0.0, 0.0, 0.35, 0.24]}[rule]
+    assert torch.allclose(p.strip_share, torch.tensor(strip_share), atol=1e-6)
+    assert torch.allclose(p.dot_share, torch.tensor([0.6 / 9, 0.4, 0.1, 0.35, 0.1]), atol=1e-6)
+
+
+def test_paper_rule_is_the_default_and_unknown_rules_fail():
+    assert GatherAggregateThresholds().gather_rule == "strip"
+    assert classify_heads(PLANTED["dot"]).gather  # under the literal rule a dot is also a strip
+    with pytest.raises(MechanismError, match="unknown gather rule"):
+        GatherAggregateThresholds(gather_rule="row")
+    with pytest.raises(MechanismError, match="unknown head type"):
+        classify_heads(PLANTED["dot"]).mask("dots")

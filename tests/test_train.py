@@ -3,6 +3,7 @@ exact resume, bad inputs. Runs on 2 CPU cores in well under two minutes."""
 from __future__ import annotations
 
 import json
+import pathlib
 import logging
 import shutil
 
@@ -66,6 +67,11 @@ def test_arch_trains_and_loads_back(arch, corpus, tmp_path):
     # the last hidden state is what the output head reads (after any final norm): a lens at the
     # last layer reproduces the model's own logits
     assert torch.allclose(model.get_output_embeddings()(out.hidden_states[-1]), out.logits, atol=1e-5)
+    layers = json.loads((run / "run.json").read_text())["layers"]  # 1-based layer numbers per kind
+    assert sorted(n for ns in layers.values() for n in ns) == list(range(1, n_layers + 1))
+    if arch.startswith("hybrid"):
+        assert layers["attention"] == [i + 1 for i in model.config.attn_layer_indices]
+        assert layers["mamba2"] == [i + 1 for i, k in enumerate(model.config.layers_block_type) if k != "full_attention"]
     if has_attn:
         assert model.config._attn_implementation == "eager"
         n_attn = n_layers if arch == "transformer" else len(model.config.attn_layer_indices)
@@ -81,17 +87,26 @@ def test_arch_trains_and_loads_back(arch, corpus, tmp_path):
 
 
 def test_hybrid_layer_patterns(corpus):
-    for arch, mamba in (("hybrid-mid", [2, 3]), ("hybrid-even", [0, 2, 4])):
-        _, _, model_cfg, _, _ = resolve(TrainConfig(corpus=str(corpus), out="x", arch=arch))
-        from vlground.train.models import build_model
+    """The paper (12 layers): Mamba-2 in 1-based layers 4-7 (hybrid-mid) or in every
+    even-numbered layer (hybrid-even); the tiny configs (6 layers) scale that down."""
+    from vlground.train.models import build_model, layer_kinds, mamba_layers
 
+    for arch, mamba in (("hybrid-mid", [2, 3]), ("hybrid-even", [1, 3, 5])):  # 0-based blocks at 6 layers
+        _, _, model_cfg, _, _ = resolve(TrainConfig(corpus=str(corpus), out="x", arch=arch))
         m = build_model(arch, model_cfg, 40)
         kinds = m.config.layers_block_type
         assert [i for i, k in enumerate(kinds) if k != "full_attention"] == mamba
-    from vlground.train.models import mamba_layers
-
-    assert mamba_layers("mid", 12) == [4, 5, 6, 7]
-    assert mamba_layers("even", 12) == [0, 2, 4, 6, 8, 10]
+        assert layer_kinds(arch, model_cfg)["mamba2"] == [i + 1 for i in mamba]
+    paper = {"num_hidden_layers": 12}
+    assert layer_kinds("hybrid-mid", paper) == {"attention": [1, 2, 3, 8, 9, 10, 11, 12], "mamba2": [4, 5, 6, 7]}
+    assert layer_kinds("hybrid-even", paper) == {"attention": [1, 3, 5, 7, 9, 11], "mamba2": [2, 4, 6, 8, 10, 12]}
+    assert mamba_layers("mid", 12) == [3, 4, 5, 6] and mamba_layers("even", 12) == [1, 3, 5, 7, 9, 11]
+    for name in ("hybrid-mid-paper", "hybrid-even-paper"):  # the paper configs build the paper's layers
+        cfg = json.loads((pathlib.Path(vlground.__file__).parent / "configs" / f"{name}.json").read_text())
+        want = layer_kinds(cfg["arch"], cfg["model"])["mamba2"]
+        assert want == ([4, 5, 6, 7] if "mid" in name else [2, 4, 6, 8, 10, 12])
+    assert layer_kinds("transformer", {"n_layer": 2}) == {"attention": [1, 2]}
+    assert layer_kinds("hybrid-mid", {"num_hidden_layers": 4, "attn_layer_indices": [0]}) == {"attention": [1], "mamba2": [2, 3, 4]}
 
 
 def test_lstm_last_hidden_state_is_what_the_head_reads(corpus, tmp_path):

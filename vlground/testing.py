@@ -1,5 +1,6 @@
-"""Tools for testing adapters: a conformance check any adapter's tests can call, and a fake
-adapter that exercises the whole engine without weights.
+"""Tools for testing adapters: a conformance check any adapter's tests can call (also
+``vlground check-adapter NAME --model PATH``), and a fake adapter that exercises the whole engine
+without weights.
 
 In your adapter's tests::
 
@@ -9,8 +10,21 @@ In your adapter's tests::
         adapter = MyAdapter.from_options({...})   # on a tiny model you build and save
         check_adapter(adapter)
 
-``check_adapter`` raises ``AssertionError`` with a message saying which rule of the interface
-(:mod:`vlground.engine.adapter`) the adapter breaks.
+``check_adapter`` raises ``AssertionError`` with a message naming the item and the rule of the
+interface (:mod:`vlground.engine.adapter`) the adapter breaks. Beyond the shapes and the scoring
+rule it checks:
+
+* **painted boxes** (image adapters with :meth:`image_layout` and :meth:`view_pixels`): each
+  item's box is painted white on black at the image's size and run through the adapter's real
+  processor; tokens whose cell is clearly white (> 0.8) must be in ``env_mask``, tokens clearly
+  black (< 0.2, when the box covers at least one cell by half) must not;
+* **one forward path**: the saliency pass calls the model with every input of the scoring pass
+  (``input_ids`` as ``inputs_embeds``) and gives the same log-probabilities at the predicted row;
+* **pairs** differ only in the environment, compared one item at a time (flattened pixel inputs
+  such as Qwen2-VL's ``pixel_values`` have no per-item row);
+* **a box-heads step**: saliency from image tokens into the predicted position gives inside-box
+  shares in [0, 1] per head;
+* padding does not change a score.
 """
 from __future__ import annotations
 
@@ -29,8 +43,10 @@ from vlground.engine.adapter import (
 )
 
 
-def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8, atol: float = 1e-4) -> None:
-    """Check that ``adapter`` keeps the interface's semantics on its first checkpoints."""
+def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8, atol: float = 1e-4,
+                  paint: bool = True) -> None:
+    """Check that ``adapter`` keeps the interface's semantics on its first checkpoints (see the module
+    docstring); ``paint=False`` skips the painted-box check."""
     ckpts = adapter.checkpoints()
     assert ckpts, "checkpoints() returned nothing"
     assert all(isinstance(c, Checkpoint) for c in ckpts), "checkpoints() must return Checkpoint objects"
@@ -43,7 +59,7 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
         sample = _sample_pairs(items, max_items)
         batch = adapter.batch(loaded, sample)
         _check_batch(batch, sample)
-        _check_pairs_differ_only_in_environment(batch)
+        _check_pairs_differ_only_in_environment(adapter, loaded, sample)
         lp = adapter.target_logprobs(loaded, batch)
         assert lp.shape == (len(sample),), f"target_logprobs shape {tuple(lp.shape)} != ({len(sample)},)"
         assert torch.isfinite(lp).all() and (lp <= 1e-5).all(), "log-probabilities must be finite and <= 0"
@@ -54,18 +70,23 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
             assert torch.allclose(alone[0], lp[i], atol=atol), (
                 f"item {sample[i].item_id}: log-prob alone {alone[0].item():.5f} != in batch {lp[i].item():.5f} (padding leaks)"
             )
+        if paint and hasattr(adapter, "view_pixels") and all("object" in it.meta for it in sample):
+            check_painted_boxes(adapter, loaded, sample)
         caps = adapter.capabilities(loaded)
         if Capability.ATTENTION in caps:
             site = adapter.attention_site(loaded)
             assert site is not None, "Capability.ATTENTION needs attention_site()"
-            out = adapter.forward(loaded, batch.to(loaded.device), output_attentions=True)
+            out = adapter.forward(loaded, batch, output_attentions=True)
             atts = [a for a in out.attentions if a is not None]
             assert len(atts) == len(site.layers), f"{len(atts)} attention maps for {len(site.layers)} attention layers"
             assert atts[0].shape[1] == site.n_heads, "attention maps disagree with attention_site().n_heads"
+            check_forward_path(adapter, loaded, batch)
+            if batch.env_span is not None:
+                _check_box_shares(adapter, loaded, batch)
         if Capability.HIDDEN_STATES in caps:
             unembed = adapter.unembed(loaded)
             assert unembed is not None, "Capability.HIDDEN_STATES needs unembed()"
-            out = adapter.forward(loaded, batch.to(loaded.device), output_hidden_states=True)
+            out = adapter.forward(loaded, batch, output_hidden_states=True)
             logits = unembed(out.hidden_states[-2])
             assert logits.shape == out.logits.shape, "unembed(h) must give logits of the model's shape"
         if Capability.COOCCURRENCE in caps:
@@ -132,30 +153,128 @@ def _check_batch(batch: ProbeBatch, items: list[ProbeItem]) -> None:
                 assert ids[b, pos[b, k]] == batch.target_ids[b, k - 1], "later sub-tokens must be fed after the earlier ones"
 
 
-def _check_pairs_differ_only_in_environment(batch: ProbeBatch) -> None:
-    if "input_ids" not in batch.model_inputs or batch.env_span is None:
-        return
-    ids = batch.model_inputs["input_ids"]
-    idx = {it.item_id: b for b, it in enumerate(batch.items)}
-    pairs: dict[str, dict[str, int]] = defaultdict(dict)
-    for it in batch.items:
-        pairs[it.pair_id][it.condition] = idx[it.item_id]
+def _check_pairs_differ_only_in_environment(adapter: Adapter, loaded: LoadedModel, items: list[ProbeItem]) -> None:
+    """Match and mismatch of a pair, one item per batch: same tokens outside the environment, and
+    some input differs (the tokens, or any other input such as flattened pixel values)."""
+    pairs: dict[str, dict[str, ProbeItem]] = defaultdict(dict)
+    for it in items:
+        pairs[it.pair_id][it.condition] = it
     for pid, d in pairs.items():
         if len(d) != 2:
             continue
-        a, b = d["match"], d["mismatch"]
-        if ids[a].shape != ids[b].shape:
+        a, b = adapter.batch(loaded, [d["match"]]), adapter.batch(loaded, [d["mismatch"]])
+        if "input_ids" not in a.model_inputs or a.env_span is None:
             continue
-        diff = ids[a] != ids[b]
-        # a VLM's pair has the same tokens (image placeholders) and differs in the pixels
-        pixels_differ = any(
-            k not in ("input_ids", "attention_mask") and v.shape[:1] == ids.shape[:1] and not torch.equal(v[a], v[b])
-            for k, v in batch.model_inputs.items()
-        )
-        assert diff.any() or pixels_differ, f"pair {pid}: match and mismatch inputs are identical"
-        assert not (diff & ~(batch.env_span[a] | batch.env_span[b])).any(), (
-            f"pair {pid}: match and mismatch differ outside the environment"
-        )
+        ia, ib = a.model_inputs["input_ids"][0], b.model_inputs["input_ids"][0]
+        if ia.shape != ib.shape:
+            continue
+        diff = ia != ib
+        others = [k for k in a.model_inputs if k not in ("input_ids", "attention_mask")]
+        differ = [k for k in others if a.model_inputs[k].shape != b.model_inputs.get(k, a.model_inputs[k]).shape
+                  or not torch.equal(a.model_inputs[k], b.model_inputs[k])]
+        assert diff.any() or differ, f"pair {pid}: match and mismatch inputs are identical ({', '.join(['input_ids'] + others)})"
+        outside = diff & ~(a.env_span[0] | b.env_span[0])
+        assert not outside.any(), (
+            f"pair {pid}: match and mismatch differ outside the environment at positions {outside.nonzero()[:, 0].tolist()[:5]}")
+
+
+def check_forward_path(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch) -> None:
+    """The saliency pass (:meth:`Adapter.saliency`) must call the model with every input of the scoring
+    pass (:meth:`Adapter.forward`; ``input_ids`` may become ``inputs_embeds``) and give the same
+    log-probabilities at each item's predicted position."""
+    calls: list[tuple[dict, torch.Tensor]] = []
+
+    def record(module, args, kwargs, output):
+        calls.append(({k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}, output.logits.detach()))
+
+    handle = loaded.model.register_forward_hook(record, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            adapter.forward(loaded, batch)
+        adapter.saliency(loaded, batch)
+    finally:
+        handle.remove()
+    assert len(calls) == 2, f"expected one model call per pass, saw {len(calls)} (saliency must call loaded.model once)"
+    (scoring, ref), (sal, got) = calls
+    for k, v in scoring.items():
+        if k == "input_ids":
+            assert "input_ids" in sal or "inputs_embeds" in sal, "the saliency pass gets neither input_ids nor inputs_embeds"
+            continue
+        assert k in sal, (f"items {[it.item_id for it in batch.items]}: the saliency pass drops the model input {k!r} "
+                          "that the scoring pass gives (route every input through adapter.model_inputs)")
+        assert v.shape == sal[k].shape and torch.equal(v.to(sal[k].device), sal[k]), (
+            f"the saliency pass gives the model input {k!r} another value than the scoring pass")
+    pos = batch.predict_positions.to(ref.device)
+    rows = torch.arange(len(batch), device=ref.device)
+    want = torch.log_softmax(ref[rows, pos].float(), -1)
+    at = pos if got.shape[1] == ref.shape[1] else torch.searchsorted(torch.unique(pos), pos)  # logits_to_keep
+    have = torch.log_softmax(got.to(ref.device)[rows, at].float(), -1)
+    tol = 1e-4 if ref.dtype == torch.float32 else 5e-2
+    worst = (have - want).abs().amax(-1)
+    for b, it in enumerate(batch.items):
+        assert worst[b] <= tol, (f"item {it.item_id}: the saliency pass gives other log-probabilities than the scoring pass "
+                                 f"(max |diff| {float(worst[b]):.2e} at the predicted position)")
+
+
+def _check_box_shares(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch) -> None:
+    """One ``boxheads`` step on the match items: saliency rows into the predicted position through the
+    adapter -> per-head inside-box shares (:func:`vlground.probes.boxheads.head_inside_shares`) in [0, 1]."""
+    from vlground.probes.boxheads import head_inside_shares
+
+    match = [it for it in batch.items if it.condition == "match"] or list(batch.items)
+    sub = adapter.batch(loaded, match)
+    rows = adapter.saliency(loaded, sub)  # [B, L, H, S]
+    assert rows.dim() == 4 and rows.shape[0] == len(sub), f"saliency rows {tuple(rows.shape)} are not [B, L, H, S]"
+    assert torch.isfinite(rows).all(), "saliency rows are not finite"
+    for b, it in enumerate(sub.items):
+        assert not (sub.env_mask[b] & ~sub.env_span[b]).any(), f"item {it.item_id}: env_mask marks positions outside env_span"
+    share, mass = head_inside_shares(rows, sub.env_mask, sub.env_span)
+    for b, it in enumerate(sub.items):
+        assert ((share[b] >= 0) & (share[b] <= 1 + 1e-6)).all(), f"item {it.item_id}: inside-box shares outside [0, 1]"
+        assert (mass[b] > 0).any(), f"item {it.item_id}: no saliency reaches the image tokens from the predicted position"
+
+
+def check_painted_boxes(adapter, loaded: LoadedModel, items: list[ProbeItem], white: float = 0.8, black: float = 0.2) -> None:
+    """Paint each item's box white on black, run it through the adapter's processor, and compare each
+    image token's brightness (its cell in :meth:`view_pixels`) with the batch's ``env_mask``."""
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from vlground.vision.layout import clip_box, token_brightness
+
+    seen = set()
+    with tempfile.TemporaryDirectory(prefix="vlground-paint-") as tmp:
+        for it in items:
+            obj = it.meta["object"]
+            if obj.annotation_id in seen:
+                continue
+            seen.add(obj.annotation_id)
+            w, h = obj.image_size
+            x0, y0, x1, y1 = clip_box(obj.bbox, (w, h))
+            pixels = np.zeros((h, w, 3), np.uint8)
+            pixels[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))] = 255
+            file = f"{tmp}/painted-{obj.annotation_id}.png"
+            Image.fromarray(pixels).save(file)
+            painted = dataclasses.replace(it, meta={**it.meta, "object": dataclasses.replace(obj, image=file, mismatch_image=file)})
+            batch = adapter.batch(loaded, [painted])
+            env = batch.env_mask[0]
+            enc = adapter.encode(loaded, file)
+            layout = adapter.image_layout(loaded, enc, (w, h))
+            views = adapter.view_pixels(loaded, enc, layout)
+            where = f"item {it.item_id} (box {[round(float(v), 1) for v in obj.bbox]} in a {w}x{h} image)"
+            for g in layout.grids:
+                bright = token_brightness(g, views[g.name])
+                clear = bright.max() >= 0.5  # a box smaller than half a cell keeps only its centre cell
+                for k, p in enumerate(g.positions):
+                    r, c = divmod(k, g.cols)
+                    tok = f"token at position {p} (view {g.name!r}, row {r}, col {c})"
+                    assert not (bright[k] > white and not env[p]), (
+                        f"{where}: {tok} is {bright[k]:.0%} white in the painted image but env_mask says outside the box")
+                    assert not (clear and bright[k] < black and env[p]), (
+                        f"{where}: {tok} is {bright[k]:.0%} white in the painted image but env_mask says inside the box")
 
 
 # --------------------------------------------------------------------------------------------

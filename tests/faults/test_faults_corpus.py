@@ -175,3 +175,21 @@ def test_negative_seed_is_refused_before_the_build(chat, tmp_path, capsys):
     code, err = build([chat, "--out", tmp_path / "out", "--drop-cooc", "0.5", "--seed", "-3"], capsys)
     assert code == 2 and "--seed -3" in one_error(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_stale_features_copy_is_cleaned(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from vlground.vision.features import FeatureCache
+
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                             text=True).stdout)
+    record = {"model": "m", "n_tokens": 2, "dim": 3}
+    cache = FeatureCache.open(tmp_path / "cache", record)
+    stale = tmp_path / "cache" / f".features.tmp-{pid}.npy"
+    stale.write_bytes(b"half-grown")
+    cache._writable(4)
+    assert not stale.exists() and np.load(tmp_path / "cache" / "features.npy").shape == (4, 2, 3)

@@ -105,7 +105,7 @@ def test_malformed_segmentation_is_skipped_with_a_reason(tmp_path, capsys, seg):
 
 
 def test_decompression_bomb_is_skipped_with_a_reason(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a 60x40 image is then a bomb (> 2x the limit)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1100)  # 60x40 is then a bomb (> 2x the limit), 45x30 not
     ann = source(tmp_path)
     code, err = mismatch(ann, tmp_path / "out", capsys)
     assert code == 0, err
@@ -143,3 +143,14 @@ def test_missing_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     code, err = run_cli(["build-mismatch", "--annotations", ann, "--out", tmp_path / "out", "--device", "cuda"], capsys)
     assert code == 2 and "--device cuda" in one_error(err)
     assert not (tmp_path / "out").exists()
+
+
+# -- 11-like: nothing made is not a success -------------------------------------------------------------------
+def test_nothing_made_exits_non_zero(tmp_path, capsys):
+    ann = source(tmp_path)
+    doc = json.loads(ann.read_text())
+    for a in doc["annotations"]:
+        a["bbox"] = [float("nan"), 0, 1, 1]
+    ann.write_text(json.dumps(doc))
+    code, err = mismatch(ann, tmp_path / "out", capsys)
+    assert code == 2 and "no mismatched image could be made" in one_error(err)

@@ -145,3 +145,14 @@ def test_bad_values_blame_the_option(corpus, tmp_path, capsys, flag, value):
     line = one_error(err)
     assert code == 2 and flag in line and ".json" not in line, line
     assert not (tmp_path / "r").exists()
+
+
+# -- 4-like: an unrelated --out folder is refused before anything (not even a lock file) is written --------
+def test_unrelated_out_folder_gets_nothing(corpus, tmp_path, capsys):
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("precious")
+    before = snapshot(other)
+    code, err = train(corpus, other, capsys)
+    assert code == 2 and "not a vlground run folder" in one_error(err)
+    assert snapshot(other) == before and sorted(p.name for p in other.iterdir()) == ["chapter1.tex"]

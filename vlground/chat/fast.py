@@ -23,8 +23,11 @@ from __future__ import annotations
 import re
 
 _W = r"[^\W_]"  # a letter or digit
+# a word is not xx yy ww xxx yyy www in any case (the character class is as fast as the
+# lower-case alternatives and sends upper-case XXX, and a few non-words like "wy", to the token
+# pass, which flags XXX as E241)
 _WORD = (
-    rf"(?!(?:xx|yy|ww|xxx|yyy|www)(?![\w'\-+@]))(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"
+    rf"(?![xXyYwW]{{2,3}}(?![\w'\-+@]))(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"
     r"(?:@(?:b|c|d|f|i|k|l|n|o|p|q|u|wp|x))?"
 )
 _RWORD = rf"(?!(?:xxx|yyy|www)[\] ])(?!0){_W}[\w'\-]*(?:\+{_W}[\w'\-]*)*"  # in [: ...]

@@ -27,9 +27,9 @@ Unknown Niece Nephew Godmother Godfather Grandparent Parent Respondent
 KNOWN_HEADERS = frozenset("""
 UTF8 Begin End Languages Participants ID Options Media Date Location Situation Activities
 Comment Transcriber Transcription Types Warning Number Page Videos Thumbnail Font Window PID
-Bg Eg G Bck Blank T Exceptions
+Bg Eg G Bck Blank T
 """.split()) | {"Time Duration", "Time Start", "Recording Quality", "Room Layout",
-                 "Tape Location", "New Episode", "Color words", "New Language"}
+                 "Tape Location", "New Episode", "Color words"}
 _PER_SPEAKER = ("Birth of ", "Birthplace of ", "L1 of ")
 
 #: ``@Options`` flags CLAN knows (the manual's "Options" header); others are E534
@@ -38,7 +38,7 @@ CA_OPTIONS = frozenset({"CA", "CA-Unicode"})
 
 _MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 _DATE = re.compile(r"(\d\d)-([A-Z]{3})-(\d{4})")
-_AGE = re.compile(r"\d{1,3};(\d{1,2})?(\.(\d{1,2})?)?")
+_AGE = re.compile(r"\d{1,3};(\d\d)?(\.(\d\d)?)?")  # years;months.days, months and days 2 digits
 SPEAKER = re.compile(r"[A-Za-z0-9_']+")
 _LANG = re.compile(r"[a-z]{2,3}")
 _PLACEHOLDER_LANGS = frozenset({"xyz", "xxx", "yyy", "zzz", "und"})

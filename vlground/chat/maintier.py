@@ -28,7 +28,7 @@ CONTOURS = frozenset("\u21d7 \u2197 \u2192 \u2198 \u21d8".split())
 #: CA latching: no break, technical break
 LATCHING = frozenset("\u2248 \u224b".split())
 TERMINATORS = frozenset("""
-. ? ! +... +..? +/. +//. +///. +/? +//? +!? +"/. +". +. +.. +=. +/?. +...?
+. ? ! +... +..? +/. +//. +/? +//? +!? +"/. +". +.
 """.split()) | CONTOURS | LATCHING | {"+\u224b", "+\u2248"}
 #: separators that align to nothing: contours and latching inside an utterance, uptake, unmarked ending
 CA_SEPARATORS = CONTOURS | LATCHING | {"\u2261", "\u221e"}
@@ -37,7 +37,8 @@ LINKERS = frozenset({"+<", "++", "+^", "+\"", "+,", "+\u224b", "+\u2248"})
 _W = r"[^\W\u02b0-\u02ff]"  # a word character that is not a modifier letter (stress marks)
 _PLAIN = re.compile(rf"(?:[{_W[1:-1]}'\-]+ )+(?:, (?:[{_W[1:-1]}'\-]+ )+)*[.?!]")
 _UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xxx|yyy|www)(?!\S)")  # not aligned: not plain words
-_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:xx|yy|ww)(?!\S)")
+# xx yy ww (any case), and XXX Xxx ... : untranscribed material is written xxx yyy www
+_ILLEGAL_UNTRANSCRIBED = re.compile(r"(?<!\S)(?:(?i:xx|yy|ww)|(?!xxx|yyy|www)(?i:xxx|yyy|www))(?!\S)")
 _TOKEN = re.compile(r"\[[^\]\[]*\]|\[|\]|\x15[^\x15]*\x15|\x15|[^\s\[\]\x15]+")
 _BULLET = re.compile(r"\x15(\d+)_(\d+)(-?)\x15")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x02\x01 / \x02\x02
@@ -54,7 +55,7 @@ _MARK_CHARS = re.compile(f"[{_CA_PAIRED}\u2308\u2309\u230a\u230b]")
 _OVERLAP = re.compile(r"[\u2308\u2309\u230a\u230b](\d?)")
 _RETRACE = frozenset({"[/]", "[//]", "[///]", "[/-]", "[/?]", "[e]"})
 _SIMPLE_CODES = re.compile(
-    r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|%\w+:|\+\+|e)"
+    r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|\+\+|e)"
     r"(?:\s[^\]]*)?\]"
 )
 
@@ -114,7 +115,7 @@ class MainTier:
         stripped = text.strip()
         if _PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped):
             if _ILLEGAL_UNTRANSCRIBED.search(stripped):
-                self.err("E241", "xx, yy and ww are not legal; use xxx, yyy or www")
+                self.err("E241", "xx, yy, ww and upper-case XXX YYY WWW are not legal; use xxx, yyy or www")
             return (*_plain_counts(stripped), [])
         return self._tokens(stripped)
 
@@ -332,7 +333,7 @@ class MainTier:
         if tok in ("xxx", "yyy", "www"):
             items.append(["untranscribed", 0, 1 if tok != "www" else 0])
             return "untranscribed"
-        if tok in ("xx", "yy", "ww"):
+        if len(tok) < 4 and tok.lower() in ("xx", "yy", "ww", "xxx", "yyy", "www"):
             self.err("E241", f"{tok!r} is not legal; use xxx, yyy or www")
             return None
         if first == "0":
@@ -365,6 +366,8 @@ class MainTier:
                 self.err("E249", f"{tok!r}: @s with only one language in @Languages")
         if tok[0] == ":":
             self.err("E246", f"{tok!r}: lengthening ':' before any sound")
+        if "^" in tok and (tok[0] == "^" or tok[-1] == "^"):
+            self.err("E252", f"{tok!r}: a syllable pause ^ goes between sounds of a word")
         if "++" in tok:
             self.err("E233", f"{tok!r}: empty compound part")
         if '"' in tok:

@@ -49,9 +49,10 @@ class Checker:
         """Check the headers; return participants (code -> role) and languages."""
         self.info = check_headers(self.add, self.path, headers, bool(utts), text)
         end = next((h[0] for h in headers if h[1] == "End"), 0)
-        for u in utts:
-            if end and u.line > end:
-                self._flag(u, "E501", "utterance after @End")
+        for u in reversed(utts if end else ()):  # in line order: only the last ones can follow @End
+            if u.line < end:
+                break
+            self._flag(u, "E501", "utterance after @End")
         return self.info.participants, self.info.languages
 
     def utterances(self, utts: list["RawUtterance"], participants: dict[str, str],

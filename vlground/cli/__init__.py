@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from typing import Sequence
 
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "build-mismatch": "build_mismatch",
     "demo": "demo",
     "monitor": "monitor",
+    "check-adapter": "check_adapter",
 }
 
 _HELP = {
@@ -42,6 +44,7 @@ _HELP = {
     "build-mismatch": "make mismatched images by inpainting annotated objects",
     "demo": "bundled corpus -> tiny models -> probes -> report, on a laptop CPU",
     "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
+    "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
 }
 
 
@@ -58,6 +61,9 @@ EXAMPLES = {
               "vlground probe --adapter childes --run runs/tf-s0 --probes behaviour,saliency,heads --mechanistic-checkpoints 0,500,last --out probes/tf-mech",
               "vlground probe --adapter llava15 --model llava-hf/llava-1.5-7b-hf --images coco/val2017 "
               "--annotations coco/instances.json --mismatch mismatch/ --probes behaviour,saliency,boxheads --out probes/llava"],
+    "check-adapter": ["vlground check-adapter qwen2vl --model Qwen/Qwen2-VL-7B-Instruct --images coco/val2017 "
+                      "--annotations coco/instances.json --mismatch mismatch/ --limit 8",
+                      "vlground check-adapter mypkg.adapters:MyVLMAdapter --help  # the adapter's own flags"],
     "build-mismatch": ["vlground build-mismatch --annotations coco/instances.json --images coco/val2017 --inpaint --out mismatch/"],
     "demo": ["vlground demo --quick   # a smoke test, about a minute",
              "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
@@ -80,7 +86,7 @@ def _command_module(name: str):
     return importlib.import_module(f"vlground.cli.{COMMANDS[name]}")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     from vlground import __version__
 
     parser = _Parser(prog="vlground", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,7 +100,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="-v: details (INFO); -vv: debug")
         if name == command:
-            _command_module(name).add_arguments(p)
+            mod = _command_module(name)
+            if "argv" in inspect.signature(mod.add_arguments).parameters:  # flags that depend on others (--adapter X)
+                mod.add_arguments(p, argv=argv)
+            else:
+                mod.add_arguments(p)
     return parser
 
 
@@ -111,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     try:
-        parser = build_parser(command)
+        parser = build_parser(command, argv)
     except ImportError as exc:  # an optional dependency of that one command
         print(f"vlground: error: {command}: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlground.errors import InputError
+
 HELP = "make mismatched images by inpainting annotated objects (Stable Diffusion 2 inpainting)"
 
 #: how many skipped items the command prints (all are in annotations.json info.skipped)
@@ -77,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {line}", file=sys.stderr)
     if len(skipped) > SHOW_SKIPPED:
         print(f"skipped: ... and {len(skipped) - SHOW_SKIPPED} more (see {path})", file=sys.stderr)
+    if not doc["images"]:  # nothing done that was asked: not a success
+        first = f" (first: {skipped[0]})" if skipped else ""
+        raise InputError(f"{args.annotations}: no mismatched image could be made{first}")
     print(f"{path.parent}: {len(doc['images'])} mismatched images, {len(skipped)} items skipped; see {path}")
     return 0

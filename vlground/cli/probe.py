@@ -6,6 +6,7 @@ Probe flags are generated from each registered probe's ``Options`` dataclass
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ EXAMPLES = """examples:
 log = logging.getLogger(__name__)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, argv=()) -> None:
     from vlground import options as opt
     from vlground.errors import InputError
     from vlground.probes import get_probe_class, known_probes
@@ -29,7 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EXAMPLES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     g = p.add_argument_group("what to probe")
-    g.add_argument("--adapter", required=True, help="registered adapter name (childes, visdial_dinov2, llava15) or package.module:ClassName")
+    from vlground.engine.registry import known_adapters
+
+    g.add_argument("--adapter", required=True, help=f"registered adapter name ({', '.join(known_adapters())}) or "
+                   "package.module:ClassName; --adapter NAME --help lists its own options")
     g.add_argument("--out", required=True, type=Path, help="output folder (results.json, items.parquet, CSV, plots, report.html)")
     g.add_argument("--probes", default="behaviour", help=f"comma list of probes: {', '.join(known_probes())} (default: behaviour)")
     g.add_argument("--checkpoints", default="all", help="all, last, first, or step numbers, comma-separated (default: all)")
@@ -41,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--templates", type=Path, help="templates JSON: {env: [...], lan: [...], targets: [...]}")
     t.add_argument("--min-env", type=int, help="childes: a target needs at least this many w<ENV> in the corpus (default 3)")
     t.add_argument("--min-lan", type=int, help="childes: ... and this many w<LAN> (default 3)")
-    v = p.add_argument_group("images and pretrained VLMs (llava15, visdial_dinov2)")
+    v = p.add_argument_group("images and pretrained VLMs (llava15, qwen2vl, llava_next, visdial_dinov2)")
     v.add_argument("--model", help="hub id or local folder of a pretrained model")
     v.add_argument("--images", type=Path, help="image folder")
     v.add_argument("--annotations", type=Path, help="COCO-format instances.json")
@@ -54,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--batch-size", type=int, help="items per forward pass")
     r.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    _add_adapter_flags(p, argv)
     o = p.add_argument_group("probe options (each flag serves every probe that has the option)")
     seen: dict = {}
     for name in known_probes():
@@ -65,12 +70,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         opt.add_arguments(o, cls.Options, seen)
 
 
+#: the flags above that belong to adapters: given to an adapter whose Options lack them, they are an error
+ADAPTER_FLAGS = ("runs", "templates", "min_env", "min_lan", "model", "images", "annotations", "mismatch", "prompt",
+                 "question", "answer_prefix", "dtype", "limit", "batch_size", "device")
+
+
+def _adapter_name(argv) -> str | None:
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a == "--adapter" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--adapter="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _add_adapter_flags(p: argparse.ArgumentParser, argv) -> None:
+    """The chosen adapter's own flags (its Options fields not defined above), in their own group."""
+    from vlground.engine.adapter import adapter_cli_flags
+    from vlground.engine.registry import get_adapter_class
+    from vlground.errors import InputError
+
+    name = _adapter_name(argv)
+    if name is None:
+        return
+    try:
+        cls = get_adapter_class(name)
+    except InputError:
+        return  # run() reports the unknown adapter on one line
+    g = p.add_argument_group(f"options of adapter {name}")
+    for flags, kw in adapter_cli_flags(cls):
+        try:
+            g.add_argument(*flags, **kw)
+        except argparse.ArgumentError:  # already a flag above (--model, --device ...)
+            pass
+
+
 def run(args: argparse.Namespace) -> int:
     from vlground.engine.registry import get_adapter_class
     from vlground.probes.runner import run_probes
     from vlground.report import write_report
 
     cls = get_adapter_class(args.adapter)
+    own = {f.name for f in dataclasses.fields(cls.Options)}
+    foreign = [f for f in ADAPTER_FLAGS if getattr(args, f, None) is not None and f not in own]
+    if foreign:
+        from vlground.errors import InputError
+
+        raise InputError(f"adapter {cls.name} has no option {', '.join('--' + f.replace('_', '-') for f in foreign)} "
+                         f"(see vlground probe --adapter {args.adapter} --help)")
     adapter = cls.from_options(vars(args))
     probes = tuple(p.strip() for p in args.probes.split(",") if p.strip())
     results = run_probes(adapter, probes, vars(args), args.out, checkpoints=args.checkpoints,

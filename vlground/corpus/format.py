@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -119,8 +120,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(final: str | os.PathLike) -> list[Path]:
-    """Remove ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>`` folders beside ``final`` left by a
-    killed process (its pid no longer runs); returns the ones removed."""
+    """Remove ``.<name>.tmp-<pid>[-.]*`` / ``.<name>.old-<pid>`` folders and files beside ``final``
+    left by a killed process (its pid no longer runs); returns the ones removed."""
     final = Path(final)
     removed = []
     if not final.parent.is_dir():
@@ -128,8 +129,9 @@ def clean_stale_temps(final: str | os.PathLike) -> list[Path]:
     for p in final.parent.glob(f".{glob_escape(final.name)}.*-*"):
         rest = p.name[len(final.name) + 2:]
         kind, _, tail = rest.partition("-")
-        pid = tail.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        m = re.match(r"(\d+)(?:[-.]|$)", tail)
+        pid = int(m.group(1)) if m else None
+        if kind in ("tmp", "old") and pid is not None and pid != os.getpid() and not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed

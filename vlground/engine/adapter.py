@@ -95,6 +95,9 @@ class ProbeBatch:
     target_positions: torch.Tensor  #: long [B, T]: logits position scoring each sub-token
     env_mask: torch.Tensor  #: bool [B, S]: the referent's environment positions
     env_span: torch.Tensor | None = None  #: bool [B, S]: all environment positions
+    env_views: dict[str, torch.Tensor] = field(default_factory=dict)
+    """view name -> bool [B, S]: the environment positions of each view of an image (``base``,
+    ``tiles``, ``prefix``, ``separator``; see :mod:`vlground.vision.layout`); empty when not an image."""
 
     @property
     def predict_positions(self) -> torch.Tensor:
@@ -112,6 +115,7 @@ class ProbeBatch:
             target_positions=self.target_positions.to(device),
             env_mask=self.env_mask.to(device),
             env_span=None if self.env_span is None else self.env_span.to(device),
+            env_views={k: v.to(device) for k, v in self.env_views.items()},
         )
 
 
@@ -207,15 +211,42 @@ class Adapter(abc.ABC):
         """What determines the results (shown in the report; hashed for caching)."""
         return {"adapter": self.name, **{k: _jsonable(v) for k, v in dataclasses.asdict(self.options).items()}}
 
-    # -- scoring --------------------------------------------------------------------------------
+    # -- the one forward path ------------------------------------------------------------------
+    def model_inputs(self, loaded: LoadedModel, batch: ProbeBatch) -> dict[str, torch.Tensor]:
+        """Every keyword argument of ``loaded.model(...)`` for ``batch``, on the model's device.
+
+        The one forward path: scoring (:meth:`forward`), saliency (:meth:`saliency`) and head
+        ablation all call the model with exactly these, so an input the model needs (position
+        ids, token-type ids, image sizes) reaches every probe. Override to add or cast inputs
+        (``vlground.testing.check_adapter`` checks that saliency and scoring give the same logits).
+        """
+        return {k: v.to(loaded.device) for k, v in batch.model_inputs.items()}
+
     def forward(self, loaded: LoadedModel, batch: ProbeBatch, **kwargs):
         """Run the model on a batch; returns the model output (``.logits`` [B, S, V])."""
-        return loaded.model(**batch.model_inputs, **kwargs)
+        return loaded.model(**self.model_inputs(loaded, batch), **kwargs)
+
+    def saliency(self, loaded: LoadedModel, batch: ProbeBatch, *, predict_row_only: bool = True,
+                 layers=None) -> torch.Tensor:
+        """Attention saliency ``dL/dA * A`` of every head for ``batch`` (the loss: each item's first
+        target sub-token), through :meth:`model_inputs` (``input_ids`` become ``inputs_embeds`` so
+        the maps get gradients). ``[B, L_att, H, S]`` rows into ``predict_positions`` (default), or
+        ``[B, L_att, H, S, S]`` with ``predict_row_only=False``; float32 on the CPU.
+        See :func:`vlground.mechanism.saliency.attention_saliency`."""
+        from vlground.mechanism.saliency import attention_saliency
+
+        inputs = self.model_inputs(loaded, batch)
+        ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
+        mask = inputs.pop("attention_mask", None)
+        dev = ids.device if ids is not None else embeds.device
+        return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
+                                  batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
+                                  layers=layers, predict_row_only=predict_row_only, **inputs)
 
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
         """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens."""
-        out = self.forward(loaded, batch.to(loaded.device))
+        out = self.forward(loaded, batch)
         return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
 
 
@@ -245,3 +276,34 @@ def _jsonable(v):
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Adapter options -> command-line flags
+# ------------------------------------------------------------------------------------------------
+def adapter_cli_flags(adapter_cls, skip=frozenset()) -> list[tuple[list[str], dict]]:
+    """``[(flags, argparse kwargs)]``, one per field of ``adapter_cls.Options`` not in ``skip``:
+    ``--field-name`` with the type, ``#:`` help and default of the field (:func:`vlground.options.argument_spec`;
+    ``Path`` fields parse as paths). Use: ``for flags, kw in adapter_cli_flags(cls): parser.add_argument(*flags, **kw)``."""
+    import typing
+    from pathlib import Path
+
+    from vlground.options import _default, _show, argument_spec, field_help
+
+    hints = typing.get_type_hints(adapter_cls.Options)
+    helps: dict[str, str] = {}
+    for klass in reversed(adapter_cls.Options.__mro__):  # comments of inherited fields live in the base classes
+        if dataclasses.is_dataclass(klass):
+            helps.update(field_help(klass))
+    out = []
+    for f in dataclasses.fields(adapter_cls.Options):
+        if f.name in skip:
+            continue
+        flags, kw = argument_spec(adapter_cls.Options, f)
+        if Path in (hints[f.name], *typing.get_args(hints[f.name])):
+            kw["type"] = Path
+        default = _default(f)
+        shown = f" (default: {_show(default)})" if default is not None else ""
+        kw["help"] = f"{adapter_cls.name}: {helps.get(f.name, '')}{shown}"
+        out.append((flags, kw))
+    return out

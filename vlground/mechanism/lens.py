@@ -5,11 +5,23 @@ Layer ``l`` (``0 <= l < L``) reads ``hidden_states[l]``, the residual stream ent
 ``A_l = 0, b_l = 0`` at initialisation (the logit lens).  Entry ``L`` is the model's own output,
 read from ``hidden_states[-1]`` (already normed in HF models, see :mod:`.unembed`); it has no
 translator.  Translators are fit to minimise ``KL(p_model || p_lens)`` at every token.
+
+Layer numbers for users: ``hidden_states[k]`` is the output of 1-based layer ``k``
+(:func:`vlground.mechanism.sites.hidden_state_layer`), so translator ``l`` reads the output of
+layer ``l`` (``l = 0``: the embeddings) and the lens's layer ``k`` and the flow's layer ``k`` name
+the same block.
+
+Token budget: a translator has ``d_model * (d_model + 1)`` parameters, so it is fit on many
+held-out tokens (the probe's ``lens_tokens``, default 250k or the whole held-out split).  Their
+activations are not held in memory: :class:`LazyLensBatches` runs the model on one input batch
+when the fit asks for it, and :func:`fit_lens` passes over every batch at least
+``LensTrainConfig.min_epochs`` times.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +32,22 @@ from torch import nn
 from vlground.mechanism.errors import MechanismError
 from vlground.mechanism.unembed import Unembedding
 
-__all__ = ["LensConfig", "LensTrainConfig", "TunedLens", "LensBatch", "fit_lens", "lens_kl", "lens_surprisal", "hf_lens_batches"]
+__all__ = [
+    "LensConfig",
+    "LensTrainConfig",
+    "TunedLens",
+    "LensBatch",
+    "LazyLensBatches",
+    "fit_lens",
+    "lens_kl",
+    "lens_surprisal",
+    "hf_lens_batches",
+    "split_held_out",
+    "DEFAULT_LENS_TOKENS",
+]
+
+#: default token budget to fit a lens on (or the whole held-out split, if smaller)
+DEFAULT_LENS_TOKENS = 250_000
 
 log = logging.getLogger(__name__)
 FORMAT = "vlground.tuned_lens/1"
@@ -52,7 +79,9 @@ class LensTrainConfig:
     """How translators are fit."""
 
     steps: int = 250
-    """Optimiser steps; batches are cycled."""
+    """Minimum optimiser steps (one batch per step; batches are cycled)."""
+    min_epochs: int = 1
+    """Every batch is used at least this many times: steps = max(steps, min_epochs * n_batches)."""
     lr: float = 1e-3
     """Adam learning rate."""
     weight_decay: float = 0.0
@@ -110,8 +139,11 @@ class TunedLens(nn.Module):
 
         from safetensors.torch import save_file
 
+        from vlground.corpus.format import clean_stale_temps
+
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(directory)  # a killed writer's temporary folder
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
         try:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
@@ -168,6 +200,9 @@ def fit_lens(
 ) -> list[float]:
     """Fit the translators in place (Adam on the summed per-layer KL); returns the loss per step.
 
+    ``batches``: any sequence of :class:`LensBatch` (e.g. :class:`LazyLensBatches`); the fit runs
+    ``max(config.steps, config.min_epochs * len(batches))`` steps, batch ``step % len(batches)``.
+
     Only the lens's parameters change: gradients are taken with ``torch.autograd.grad``
     on them, so the model's ``.grad`` fields are not touched.
     """
@@ -176,15 +211,16 @@ def fit_lens(
     params = list(lens.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     losses = []
+    steps = max(config.steps, config.min_epochs * len(batches))
     with torch.enable_grad():
-        for step in range(config.steps):
+        for step in range(steps):
             loss = _kl_per_layer(lens, unembedding, batches[step % len(batches)]).sum()
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
                 p.grad = g
             opt.step()
             losses.append(float(loss.detach()))
-    log.debug("fit_lens: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], config.steps)
+    log.debug("fit_lens: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
     return losses
 
 
@@ -219,3 +255,42 @@ def hf_lens_batches(model: nn.Module, token_batches: Iterable[torch.Tensor]) -> 
     for ids in token_batches:
         out = model(ids, output_hidden_states=True)
         yield LensBatch(hidden_states=[h.detach() for h in out.hidden_states], logits=out.logits.detach())
+
+
+class LazyLensBatches(Sequence):
+    """:class:`LensBatch` of each model input, computed when asked for (not kept).
+
+    model: a model returning ``hidden_states`` and ``logits`` with ``output_hidden_states=True``;
+    inputs: model-input dicts (e.g. ``{"input_ids": [batch, seq], "attention_mask": ...}``).
+    Holding 250k tokens' activations for every layer (and their ``[tokens, vocab]`` logits) would
+    not fit in memory for a paper-size model; one forward pass per step costs far less than the
+    fit itself at that width (``scripts/bench/bench_lens.py``).
+    """
+
+    def __init__(self, model: nn.Module, inputs: Sequence[dict[str, torch.Tensor]], device: torch.device | str | None = None):
+        self.model, self.inputs, self.device = model, list(inputs), device
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyLensBatches(self.model, self.inputs[i], self.device)
+        inputs = {k: (v.to(self.device) if self.device is not None else v) for k, v in self.inputs[i].items()}
+        with torch.no_grad():
+            out = self.model(**inputs, output_hidden_states=True)
+        return LensBatch([h.detach() for h in out.hidden_states], out.logits.detach(), inputs.get("attention_mask"))
+
+    def n_tokens(self) -> int:
+        """Tokens counted (attention mask ones, or every position)."""
+        return sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in self.inputs)
+
+
+def split_held_out(batches: Sequence, held_out_fraction: float = 0.1) -> tuple[Sequence, Sequence]:
+    """``(fit, held_out)``: the last ``ceil(fraction * n)`` batches (at least one) are held out to
+    measure the lens's KL; with a single batch both are that batch (the KL is then in-sample)."""
+    n = len(batches)
+    if n < 2:
+        return batches, batches
+    k = min(n - 1, max(1, math.ceil(held_out_fraction * n)))
+    return batches[: n - k], batches[n - k :]

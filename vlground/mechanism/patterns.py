@@ -5,13 +5,21 @@ is ``M = |I|`` on the causal lower triangle (``j <= i``): saliency is signed, an
 strongly negative flow is as much "carried by the head" as a positive one.  With
 ``total = sum M``:
 
-* aggregate (a dot): the largest cell holds ``max_ij M[i, j] / total >= t_aggregate``.
-* gather (a strip): some row holds ``>= t_gather`` of the mass *without its largest cell*:
-  ``max_i (sum_j M[i, j] - max_j M[i, j]) / total >= t_gather``.  Removing the row's top
-  cell means a dot never counts as a strip (its row is heavy only because of the dot);
-  a strip is many tokens flowing into one position.
-* A head can be both: a row whose top cell alone holds >= t_aggregate while the rest of
-  the row holds >= t_gather.
+* aggregate (a dot, the paper's rule): the largest cell holds ``max_ij M[i, j] / total >= t_aggregate``.
+* gather (a strip: all earlier tokens flowing into one position), two selectable rules:
+
+  - ``strip`` (default, the paper's literal rule: "the strip at certain position occupies at
+    least 30% of the total saliency mass of the head"): some row holds
+    ``max_i sum_j M[i, j] / total >= t_gather``.  Under this rule a dot is also a strip (its
+    row holds at least the dot's mass), so every aggregate head with ``t_gather <= t_aggregate``
+    is a gather head too.
+  - ``strip-minus-dot`` (vlground's earlier rule): the row's largest cell is removed first,
+    ``max_i (sum_j M[i, j] - max_j M[i, j]) / total >= t_gather``, so a lone dot never
+    counts as a strip.
+
+* gather-only = gather and not aggregate: the heads a "gather" ablation should zero if it
+  must not also zero aggregate heads (under ``strip`` they are the strips that are not dots).
+* A head can be both gather and aggregate.
 """
 from __future__ import annotations
 
@@ -22,7 +30,11 @@ import torch
 from vlground.mechanism.errors import MechanismError
 
 __all__ = [
+    "GATHER_RULES",
     "GatherAggregateThresholds",
+    "gather_mask",
+    "aggregate_mask",
+    "gather_only_mask",
     "HeadPatterns",
     "classify_heads",
     "mechanism_share",
@@ -32,22 +44,33 @@ __all__ = [
 ]
 
 
+#: gather rules: ``strip`` (the paper's literal rule, the default) and ``strip-minus-dot``
+GATHER_RULES = ("strip", "strip-minus-dot")
+
+
 @dataclass(frozen=True)
 class GatherAggregateThresholds:
-    """Thresholds as shares of a head's total saliency mass."""
+    """Thresholds as shares of a head's total saliency mass, and the gather rule."""
 
     gather: float = 0.3
-    """A row without its largest cell holds at least this share -> gather head."""
+    """A row (``strip``) or a row without its largest cell (``strip-minus-dot``) holds at least this share -> gather head."""
     aggregate: float = 0.3
     """One cell holds at least this share -> aggregate head."""
+    gather_rule: str = "strip"
+    """``strip`` (the paper's literal rule) or ``strip-minus-dot`` (a dot's row does not count as a strip)."""
+
+    def __post_init__(self) -> None:
+        if self.gather_rule not in GATHER_RULES:
+            raise MechanismError(f"unknown gather rule {self.gather_rule!r}; known: {', '.join(GATHER_RULES)}")
 
 
 @dataclass(frozen=True)
 class HeadPatterns:
     """Classification of heads; every field has the leading shape of the input (e.g. ``[batch, layers, heads]``).
 
-    gather, aggregate: bool.  strip_share, dot_share: the two scores in [0, 1].
-    strip_row: the row of the best strip.  dot_row, dot_col: the cell of the dot.
+    gather, aggregate: bool.  strip_share, dot_share: the two scores in [0, 1] (strip_share
+    under the rule used).  strip_row: the row of the best strip.  dot_row, dot_col: the cell
+    of the dot.  gather_rule: the rule ``gather`` was computed with.
     """
 
     gather: torch.Tensor
@@ -57,6 +80,19 @@ class HeadPatterns:
     dot_share: torch.Tensor
     dot_row: torch.Tensor
     dot_col: torch.Tensor
+    gather_rule: str = "strip"
+
+    @property
+    def gather_only(self) -> torch.Tensor:
+        """Gather heads that are not aggregate heads."""
+        return self.gather & ~self.aggregate
+
+    def mask(self, head_type: str) -> torch.Tensor:
+        """The bool mask of ``gather``, ``aggregate``, ``gather-only`` or ``neither``."""
+        masks = {"gather": self.gather, "aggregate": self.aggregate, "gather-only": self.gather_only, "neither": self.neither}
+        if head_type not in masks:
+            raise MechanismError(f"unknown head type {head_type!r}; known: {', '.join(masks)}")
+        return masks[head_type]
 
     @property
     def neither(self) -> torch.Tensor:
@@ -77,9 +113,10 @@ def classify_heads(
     """Classify every map of ``saliency`` ``[..., seq, seq]`` as gather and/or aggregate."""
     mass = _mass(saliency)
     total = mass.sum((-1, -2)).clamp_min(1e-30)
-    row_max, row_argmax = mass.max(dim=-1)  # [..., seq]
-    strip = (mass.sum(-1) - row_max) / total[..., None]
-    strip_share, strip_row = strip.max(dim=-1)
+    row_mass = mass.sum(-1)  # [..., seq]
+    if thresholds.gather_rule == "strip-minus-dot":
+        row_mass = row_mass - mass.max(dim=-1).values
+    strip_share, strip_row = (row_mass / total[..., None]).max(dim=-1)
     dot_share, flat = (mass.flatten(-2) / total[..., None]).max(dim=-1)
     seq = saliency.shape[-1]
     return HeadPatterns(
@@ -90,7 +127,23 @@ def classify_heads(
         dot_share=dot_share,
         dot_row=flat // seq,
         dot_col=flat % seq,
+        gather_rule=thresholds.gather_rule,
     )
+
+
+def gather_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
+    """Bool ``[...]``: gather heads of ``saliency`` ``[..., seq, seq]`` under ``thresholds.gather_rule``."""
+    return classify_heads(saliency, thresholds).gather
+
+
+def aggregate_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
+    """Bool ``[...]``: aggregate heads (one cell holds ``>= thresholds.aggregate`` of the mass)."""
+    return classify_heads(saliency, thresholds).aggregate
+
+
+def gather_only_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
+    """Bool ``[...]``: gather heads that are not aggregate heads."""
+    return classify_heads(saliency, thresholds).gather_only
 
 
 def mechanism_share(saliency: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,13 @@ An :class:`AttentionSites` says which module receives the concatenated head outp
 with head ``h`` in the slice ``h * head_dim : (h + 1) * head_dim``), how many heads there
 are, and which decoder layers have attention at all (a hybrid such as Bamba has
 attention in a few layers only).  Resolvers are registered per ``config.model_type``.
+
+Layer numbers: code indexes decoder blocks from 0 (``model.layers[i]``); everything a user
+reads (tables, CSV, results.json, plots) numbers them from 1, as the paper does ("layers 1 to
+12").  :func:`layer_number` is the one mapping: block ``i`` is layer ``i + 1``.  The tuned
+lens reads ``hidden_states[k]``, the *output* of block ``k - 1``, i.e. of layer ``k``
+(``hidden_states[0]``, the embeddings, is layer 0), so the lens's layer ``k`` and the flow's
+layer ``k`` name the same block (:func:`hidden_state_layer`).
 """
 from __future__ import annotations
 
@@ -16,8 +23,34 @@ from torch import nn
 
 from vlground.mechanism.errors import MechanismError
 
-__all__ = ["AttentionSites", "register_sites", "resolve_sites", "has_attention_sites", "attention_layer_indices",
-           "get_module"]
+__all__ = [
+    "AttentionSites",
+    "register_sites",
+    "resolve_sites",
+    "has_attention_sites",
+    "attention_layer_indices",
+    "get_module",
+    "layer_number",
+    "hidden_state_layer",
+]
+
+
+def layer_number(block: int) -> int:
+    """1-based layer number (what users read) of the 0-based decoder block ``block``."""
+    block = int(block)
+    if block < 0:
+        raise MechanismError(f"block index {block} is negative")
+    return block + 1
+
+
+def hidden_state_layer(index: int) -> int:
+    """1-based layer whose output is ``hidden_states[index]`` (``output_hidden_states`` convention:
+    ``hidden_states[0]`` is the embeddings, layer 0; ``hidden_states[k]`` is block ``k - 1``'s
+    output, layer ``k`` = ``layer_number(k - 1)``)."""
+    index = int(index)
+    if index < 0:
+        raise MechanismError(f"hidden-state index {index} is negative")
+    return index
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ each item: the item's heads of that type, identified at the run's reference chec
 :mod:`vlground.probes.heads`), are zeroed and the target's surprisal is read; the control zeroes
 as many heads drawn at random (``--ablation-draws`` draws, seeded) from the item's heads of
 *neither* type, or, when the item has fewer of those than heads to zero, from the heads not of
-the tested type (the row records how many items used that pool). The paired one-sided Wilcoxon
+the tested type (the row records how many items used that pool; ``--control-pool other`` always
+draws from the heads not of the tested type). The paired one-sided Wilcoxon
 test compares intervention with control over the tested items (items with at least one head of
 the type). Columns as in the paper: Avg. Count and Avg. Layer (1-based) over *all* items,
 Interv. Sps., Ctrl. Sps., Original, p, and ``***`` for p < 0.001 with intervention > control.
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from vlground.errors import InputError
 from vlground.probes.base import ProbeContext, ProbeResult
-from vlground.probes.common import layer_number, num, saliency_parts
+from vlground.probes.common import num, saliency_parts
 from vlground.probes.heads import HeadDefinition, HeadProbeBase, reference_masks
 
 
@@ -35,6 +37,7 @@ class AblationRow:
     n_items: int  #: items tested (those with at least one head of this type)
     n_items_total: int  #: items considered
     n_fallback_pool: int  #: tested items whose controls came from the heads not of this type
+    control_pool: str  #: the pool(s) controls were drawn from, with item counts when mixed, e.g. "neither (40), not gather (8)"
     n_untestable: int  #: items with more heads of this type than heads not of it (no control possible; not tested)
     reason: str  #: why the row has no test, else ""
 
@@ -46,9 +49,18 @@ class AblationProbe(HeadProbeBase):
     @dataclass
     class Options(HeadDefinition):
         ablation_draws: int = 10  #: random control-head draws per item
+        control_pool: str = "neither-then-other"  #: controls from heads of neither type (too few: heads not of the tested type), or other (always heads not of the tested type)
+        ablation_batch: int = 16  #: (item, head set) rows per forward pass, each zeroing its own heads (1 = single-item passes)
+
+        def check(self) -> None:
+            super().check()
+            if self.control_pool not in ("neither-then-other", "other"):
+                raise InputError(f"--control-pool: {self.control_pool!r} is not neither-then-other or other")
+            if self.ablation_draws < 1 or self.ablation_batch < 1:
+                raise InputError("--ablation-draws and --ablation-batch must be >= 1")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
-        from vlground.mechanism.ablation import ablation_test
+        from vlground.mechanism.ablation import HEAD_TYPES, ablation_test
 
         opts = self.options
         site = ctx.adapter.attention_site(ctx.loaded)
@@ -59,6 +71,7 @@ class AblationProbe(HeadProbeBase):
             return ProbeResult(notes=[f"ablation: skipped for {ctx.key} (no match items)"])
         ref, found, ref_key = reference_masks(ctx, opts, items)
         gather, aggregate = ref["gather"], ref["aggregate"]
+        masks = {"gather": gather, "aggregate": aggregate, "gather-only": gather & ~aggregate}
         neither = ~gather & ~aggregate
         adapter, loaded = ctx.adapter, ctx.loaded
 
@@ -67,29 +80,29 @@ class AblationProbe(HeadProbeBase):
                 return torch.cat([-adapter.target_logprobs(loaded, b) for b in batches])
             return -adapter.target_logprobs(loaded, adapter.batch(loaded, [items[i] for i in indices]))
 
+        with torch.no_grad():
+            original = surprisal(loaded.model).detach().float().cpu()
         rows = []
-        for kind, heads in (("gather", gather), ("aggregate", aggregate), ("gather-only", gather & ~aggregate)):
-            counts = heads.flatten(1).sum(1)
-            layer_ids = torch.tensor([layer_number(x) for x in site.layers], dtype=torch.float64)
-            per_layer = heads.sum((0, 2)).double()
-            avg_layer = float((per_layer * layer_ids).sum() / per_layer.sum()) if per_layer.sum() > 0 else None
-            pool = neither & ~heads
-            short = counts > pool.flatten(1).sum(1)
-            pool = torch.where(short[:, None, None], ~heads, pool)
-            untestable = counts > (~heads).flatten(1).sum(1)
-            heads = heads & ~untestable[:, None, None]
-            tested = heads.flatten(1).any(1)
-            base = dict(head_type=kind, avg_count=float(counts.double().mean()), avg_layer=avg_layer,
-                        n_items_total=len(items), n_fallback_pool=int((short & tested).sum()), n_untestable=int(untestable.sum()))
-            if not tested.any():
-                reason = (f"no item has heads identified at {ref_key}" if not found.any()
-                          else f"every item with {kind} heads has too few other heads for a control" if untestable.any()
-                          else f"no item has a {kind} head at {ref_key}")
-                rows.append(AblationRow(**base, intervention_surprisal=None, control_surprisal=None, original_surprisal=None,
-                                        p_value=None, stars="", n_items=0, reason=reason))
-                continue
-            res = ablation_test(surprisal, loaded.model, heads, pool, n_draws=opts.ablation_draws, seed=0, sites=site, head_type=kind)
-            rows.append(AblationRow(**base, intervention_surprisal=num(res.intervention_surprisal), control_surprisal=num(res.control_surprisal),
-                                    original_surprisal=num(res.original_surprisal), p_value=num(res.p_value), stars=res.stars,
-                                    n_items=int(res.n_items), reason=""))
-        return ProbeResult(tables={"ablation": rows})
+        for kind in HEAD_TYPES:
+            heads = masks[kind]
+            primary = (neither if opts.control_pool == "neither-then-other" else ~heads) & ~heads
+            res = ablation_test(surprisal, loaded.model, heads, primary, n_draws=opts.ablation_draws, seed=0, sites=site,
+                                head_type=kind, fallback_control_heads=~heads, batch_size=opts.ablation_batch, original=original,
+                                primary_pool="neither" if opts.control_pool == "neither-then-other" else f"not {kind}")
+            reason = res.reason or ""
+            if res.n_items == 0 and not found.any():
+                reason = f"no item has heads identified at {ref_key}"
+            elif reason.startswith("no item has a"):
+                reason += f" at {ref_key}"
+            tested = res.n_items > 0
+            rows.append(AblationRow(
+                head_type=kind, avg_count=res.avg_count, avg_layer=num(res.avg_layer),
+                intervention_surprisal=num(res.intervention_surprisal) if tested else None,
+                control_surprisal=num(res.control_surprisal) if tested else None,
+                original_surprisal=num(res.original_surprisal) if tested else None,
+                p_value=num(res.p_value), stars=res.stars, n_items=res.n_items, n_items_total=res.n_total,
+                n_fallback_pool=res.n_fallback_pool, control_pool=res.control_pool if tested else "", n_untestable=res.n_untestable,
+                reason=reason,
+            ))
+        return ProbeResult(record={"gather_rule": opts.gather_rule, "control_pool": opts.control_pool, "identified_at": ref_key},
+                           tables={"ablation": rows})

@@ -42,6 +42,9 @@ class ItemRow:
     direction: str  #: env2lan | lan2env
     template: int  #: index of the (environment, linguistic) frame pair
     surprisal: float  #: nats
+    layout: str | None = None  #: images: the views and token grids (``image 8x12 (merge 2)``; ``base 24x24 + tiles 48x36 ...``)
+    n_image_tokens: int | None = None  #: images: image tokens of the item (grids, prefix, separators)
+    n_inside: int | None = None  #: images: image tokens inside the object's box
 
 
 @dataclass
@@ -114,6 +117,17 @@ def summarise(items: list[ProbeItem], surprisal: np.ndarray, cooc: dict[str, int
     return record, rows
 
 
+def layout_columns(it: ProbeItem) -> tuple:
+    """``(layout, n_image_tokens, n_inside)`` of an image item (its ``ImageTokenLayout`` summary), else Nones."""
+    obj = it.meta.get("object") if it.meta else None
+    lay = getattr(obj, "layout", None) or {}
+    if not lay:
+        return None, None, None
+    grids = " + ".join(f"{g['name']} {g['rows']}x{g['cols']}" + (f" (merge {g['merge']})" if g.get("merge", 1) > 1 else "")
+                       + (f" ({g['crops']} crops)" if g.get("crops", 1) > 1 else "") for g in lay["grids"])
+    return grids, int(lay["n_image_tokens"]), int(lay["n_inside"])
+
+
 class BehaviourProbe(Probe):
     name = "behaviour"
     doc = "surprisal match vs mismatch, information gain, paired test, R² vs co-occurrence (both directions)"
@@ -128,7 +142,8 @@ class BehaviourProbe(Probe):
         record, words = summarise(ctx.items, surprisal, cooc)
         record["n_items"] = len(ctx.items)
         items = [
-            ItemRow(it.item_id, it.pair_id, it.word, it.env_word, it.condition, it.direction, int(it.template), float(s))
+            ItemRow(it.item_id, it.pair_id, it.word, it.env_word, it.condition, it.direction, int(it.template), float(s),
+                    *layout_columns(it))
             for it, s in zip(ctx.items, surprisal)
         ]
         return ProbeResult(record=record, tables={"words": words, "items": items})

@@ -50,7 +50,7 @@ class BoxAblationProbe(Probe):
             parts, share, _ = shares(ctx, self.options.mech_items)
         except NoImages as exc:
             return ProbeResult(notes=[f"boxablation: skipped for {ctx.key} ({exc})"])
-        chosen = [it for b, _ in parts for it in b.items]
+        chosen = [it for b, *_ in parts for it in b.items]
         agg = box_aggregate_heads(share, levels)
         control_pool = ~agg[levels[0]]  # aggregate at no level
         singles: dict[int, ProbeBatch] = {}

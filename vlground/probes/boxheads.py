@@ -8,7 +8,19 @@ position just before the object's name (the loss is the name's first sub-token).
 share is ``>= t`` (``--box-thresholds``, default 70% and 90%); the ``heads`` table lists it as
 ``aggregate@t`` for the highest level it meets on at least half of the items.
 
-Only the saliency row of the predicted position is kept (``[items, layers, heads, seq]``).
+Criteria that compare across VLMs (576 or 2,000 image tokens):
+
+* ``inside_vs_chance``: the inside share divided by the share of the item's image tokens that are
+  inside the box (``|env_mask| / |env_span|``), mean over items: 1 is what a head spreading its
+  saliency evenly over the image tokens gets, whatever their number.
+* ``artefact_share``: the share of the head's image saliency on *artefact tokens*, the image tokens
+  whose input feature (the decoder's input embedding at that position) has an outlying norm
+  (above Q3 + 3 IQR of that item's image tokens; Darcet et al.'s high-norm register-like tokens).
+* ``view_share``: for images of several views (LLaVA-NeXT's base view and tiles), the share of the
+  head's image saliency on each view.
+
+Saliency runs through the adapter's one forward path (:meth:`Adapter.saliency`). Only the saliency
+row of the predicted position is kept (``[items, layers, heads, seq]``).
 """
 from __future__ import annotations
 
@@ -43,9 +55,8 @@ class NoImages(Exception):
 
 
 def box_saliency(ctx: ProbeContext, n_items: int) -> list[tuple]:
-    """``[(batch, rows [B, L_att, H, S])]``: saliency into each item's predicted position, memoised."""
-    from vlground.mechanism.saliency import attention_saliency
-
+    """``[(batch, rows [B, L_att, H, S], norms [B, S])]``: saliency into each item's predicted position
+    through the adapter's forward path, and the norm of each position's decoder input; memoised."""
     key = f"box_saliency:{n_items}"
     if key in ctx.memo:
         return ctx.memo[key]
@@ -53,16 +64,21 @@ def box_saliency(ctx: ProbeContext, n_items: int) -> list[tuple]:
     out = []
     for chunk in batched(mech_items(ctx.items, n_items), adapter.options.batch_size):
         batch = adapter.batch(loaded, chunk)
-        dev = batch.to(loaded.device)
-        inputs = dict(dev.model_inputs)
-        ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask", None)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-        rows = attention_saliency(loaded.model, ids, dev.predict_positions.contiguous(), dev.target_ids[:, 0].contiguous(), mask,
-                                  predict_row_only=True, **inputs)
-        out.append((batch, rows))
+        rows = adapter.saliency(loaded, batch)
+        with torch.no_grad():
+            hidden = adapter.forward(loaded, batch, output_hidden_states=True).hidden_states[0]
+        out.append((batch, rows, hidden.float().norm(dim=-1).cpu()))
     ctx.memo[key] = out
     return out
+
+
+def artefact_tokens(norms: torch.Tensor, span: torch.Tensor, k: float = 3.0) -> torch.Tensor:
+    """bool ``[S]``: image tokens (``span``) whose feature norm is above ``Q3 + k * IQR`` of the item's image tokens."""
+    vals = norms[span]
+    if vals.numel() < 4:
+        return torch.zeros_like(span)
+    q1, q3 = torch.quantile(vals, 0.25), torch.quantile(vals, 0.75)
+    return span & (norms > q3 + k * (q3 - q1))
 
 
 def head_inside_shares(rows: torch.Tensor, env_mask: torch.Tensor, env_span: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,10 +107,30 @@ def shares(ctx: ProbeContext, n_items: int):
     parts = box_saliency(ctx, n_items)
     if not parts:
         raise NoImages("no match items")
-    if any(b.env_span is None for b, _ in parts):
+    if any(b.env_span is None for b, *_ in parts):
         raise NoImages(f"adapter {ctx.adapter.name} marks no image tokens (env_span)")
-    res = [head_inside_shares(r, b.env_mask, b.env_span) for b, r in parts]
+    res = [head_inside_shares(r, b.env_mask, b.env_span) for b, r, _ in parts]
     return parts, torch.cat([s for s, _ in res]), torch.cat([m for _, m in res])
+
+
+def comparable_measures(parts) -> dict[str, torch.Tensor]:
+    """Per item and head (``[N, L, H]``): ``inside_vs_chance``, ``artefact_share`` and ``view:<name>``
+    shares; per item (``[N]``): ``chance`` (inside image tokens / image tokens) and ``n_artefacts``."""
+    out: dict[str, list] = {"inside_vs_chance": [], "artefact_share": [], "chance": [], "n_artefacts": []}
+    for batch, rows, norms in parts:
+        for b in range(rows.shape[0]):
+            span, inside = batch.env_span[b], batch.env_mask[b]
+            mag = rows[b].abs()  # [L, H, S]
+            mass = mag[..., span].sum(-1).clamp_min(1e-30)
+            chance = inside.sum() / span.sum()
+            out["chance"].append(chance.float())
+            out["inside_vs_chance"].append(mag[..., inside].sum(-1) / mass / chance)
+            art = artefact_tokens(norms[b], span)
+            out["n_artefacts"].append(art.sum().float())
+            out["artefact_share"].append(mag[..., art].sum(-1) / mass)
+            for name, m in batch.env_views.items():
+                out.setdefault(f"view:{name}", []).append(mag[..., m[b]].sum(-1) / mass)
+    return {k: torch.stack(v) for k, v in out.items()}
 
 
 @dataclass
@@ -104,7 +140,10 @@ class BoxHeadRow:
     kind: str  #: aggregate@t for the highest level met on >= half the items, else none
     inside_share: float  #: mean share of its image-to-word saliency from inside the box
     saliency_share: float  #: its share of all heads' image-to-word saliency, mean over items
+    inside_vs_chance: float  #: inside share / share of the image tokens inside the box, mean over items (1 = chance)
+    artefact_share: float  #: share of its image saliency on artefact (outlying-norm) image tokens, mean over items
     aggregate_frac: dict = field(default_factory=dict)  #: level -> share of items on which it is aggregate
+    view_share: dict = field(default_factory=dict)  #: view (base, tiles ...) -> share of its image saliency, mean over items
 
 
 class BoxHeadsProbe(Probe):
@@ -125,17 +164,29 @@ class BoxHeadsProbe(Probe):
         frac = {t: m.float().mean(0) for t, m in agg.items()}  # [L, H]
         mean_share = share.mean(0)
         mass_share = (mass / mass.sum((-1, -2), keepdim=True).clamp_min(1e-30)).mean(0)
+        cmp = comparable_measures(parts)
+        vs_chance, artefact = cmp["inside_vs_chance"].mean(0), cmp["artefact_share"].mean(0)
+        views = {k.split(":", 1)[1]: v.mean(0) for k, v in cmp.items() if k.startswith("view:")}
         rows = []
         for k, layer in enumerate(site.layers):
             for h in range(site.n_heads):
                 met = [t for t in levels if frac[t][k, h] >= 0.5]
                 rows.append(BoxHeadRow(layer_number(layer), h, f"aggregate@{max(met):g}" if met else "none",
-                                       float(mean_share[k, h]), float(mass_share[k, h]),
-                                       {f"{t:g}": float(frac[t][k, h]) for t in levels}))
-        record = {"box_items": n}
+                                       float(mean_share[k, h]), float(mass_share[k, h]), float(vs_chance[k, h]),
+                                       float(artefact[k, h]), {f"{t:g}": float(frac[t][k, h]) for t in levels},
+                                       {v: float(m[k, h]) for v, m in views.items()}))
+        record = {"box_items": n, "box_chance_share": float(cmp["chance"].mean()),
+                  "box_artefact_tokens": float(cmp["n_artefacts"].mean())}
+        record.update({f"box_view_share@{v}": float(m.mean()) for v, m in views.items()})
         record.update({f"box_aggregate_heads@{t:g}": sum(r.aggregate_frac[f"{t:g}"] >= 0.5 for r in rows) for t in levels})
-        words = sorted({it.word for b, _ in parts for it in b.items})
+        words = sorted({it.word for b, *_ in parts for it in b.items})
         notes = [f"boxheads: {n} match item(s) ({len(words)} word(s)); saliency from every image token into the position "
                  "before the object's name (first sub-token's loss); a head is aggregate@t on an item when >= t of its "
-                 "image-to-word saliency comes from image tokens inside the box, and listed as such when it is on >= half the items"]
+                 "image-to-word saliency comes from image tokens inside the box, and listed as such when it is on >= half the items; "
+                 f"inside_vs_chance divides the inside share by the share of image tokens inside the box "
+                 f"(mean {float(cmp['chance'].mean()):.1%} here); artefact_share is the share on image tokens of outlying "
+                 f"feature norm (mean {float(cmp['n_artefacts'].mean()):.1f} per item)"]
+        if views:
+            notes.append("boxheads: image saliency by view: " + ", ".join(
+                f"{v} {float(m.mean()):.1%}" for v, m in views.items()) + " (mean over heads and items)")
         return ProbeResult(record=record, tables={"heads": rows}, arrays={"inside_share": share.numpy()}, notes=notes)

@@ -50,25 +50,17 @@ class SaliencyPart:
 def saliency_parts(ctx: ProbeContext, n_items: int) -> list[SaliencyPart]:
     """All-head saliency ``dL/dA * A`` of the mechanistic items, memoised per checkpoint.
 
-    The pass runs through ``adapter.forward`` inputs (the batch's ``model_inputs``), so a model that
-    needs extra inputs gets the same ones as in scoring.
+    The pass runs through the adapter's one forward path (:meth:`Adapter.saliency`, which calls the
+    model with :meth:`Adapter.model_inputs`), so a model that needs extra inputs (M-RoPE positions,
+    token types) gets the same ones as in scoring.
     """
-    from vlground.mechanism.saliency import attention_saliency
-
     key = f"saliency:{n_items}"
     if key in ctx.memo:
         return ctx.memo[key]
     adapter, loaded = ctx.adapter, ctx.loaded
     out = []
     for chunk in batched(mech_items(ctx.items, n_items), max(1, adapter.options.batch_size // 2)):
-        batch = adapter.batch(loaded, chunk).to(loaded.device)
-        inputs = dict(batch.model_inputs)
-        ids = inputs.pop("input_ids", None)
-        embeds = inputs.pop("inputs_embeds", None)
-        mask = inputs.pop("attention_mask", None)
-        sal = attention_saliency(
-            loaded.model, ids, batch.predict_positions, batch.target_ids[:, 0], mask, inputs_embeds=embeds, **inputs
-        )
-        out.append(SaliencyPart(batch.to("cpu"), sal))
+        batch = adapter.batch(loaded, chunk)
+        out.append(SaliencyPart(batch, adapter.saliency(loaded, batch, predict_row_only=False)))
     ctx.memo[key] = out
     return out

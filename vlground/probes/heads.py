@@ -4,8 +4,9 @@ checkpoint.
 
 For one item, head ``(l, h)`` has the saliency map ``I = |dL/dA * A|`` (``[S, S]``, causal).
 * **gather** head: one strip (one row ``i``: all earlier tokens flowing into position ``i``) holds
-  ``>= gather_threshold`` of the head's saliency mass (``--gather-rule``; see
-  :func:`vlground.mechanism.patterns.classify_heads`).
+  ``>= gather_threshold`` of the head's saliency mass (``--gather-rule strip``, the paper's literal
+  rule and the default), or does so without its largest cell (``--gather-rule strip-minus-dot``,
+  so a lone dot is not a strip); see :func:`vlground.mechanism.patterns.classify_heads`.
 * **aggregate** head: one cell ``(i, j)`` holds ``>= aggregate_threshold`` of the mass.
 Identification happens once per run, at the reference checkpoint (``final``: the run's last
 step; a step number; or ``each`` for per-checkpoint identification, a labelled variant). The
@@ -34,11 +35,16 @@ class HeadDefinition:
     mech_items: int = 48  #: match items (env2lan) per checkpoint for the saliency probes, spread over frames and words
     gather_threshold: float = 0.3  #: gather head: one strip holds >= this share of the head's saliency
     aggregate_threshold: float = 0.3  #: aggregate head: one cell holds >= this share of the head's saliency
+    gather_rule: str = "strip"  #: gather rule: strip (the paper's: a row holds >= the threshold) or strip-minus-dot (the row without its largest cell)
     identify_at: str = "final"  #: where heads are identified: final (each run's last step), a step number, or each (per checkpoint)
 
     def check(self) -> None:
         if self.identify_at not in ("final", "each") and not self.identify_at.isdigit():
             raise InputError(f"--identify-at: {self.identify_at!r} is not final, each or a step number")
+        from vlground.mechanism.patterns import GATHER_RULES
+
+        if self.gather_rule not in GATHER_RULES:
+            raise InputError(f"--gather-rule: {self.gather_rule!r} is not one of {', '.join(GATHER_RULES)}")
         for name in ("gather_threshold", "aggregate_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 raise InputError(f"--{name.replace('_', '-')}: must be in (0, 1]")
@@ -48,7 +54,8 @@ def classify(saliency: torch.Tensor, opts: HeadDefinition):
     """Per-item head types for ``saliency [B, L, H, S, S]`` -> HeadPatterns (bool ``[B, L, H]``)."""
     from vlground.mechanism.patterns import GatherAggregateThresholds, classify_heads
 
-    return classify_heads(saliency, GatherAggregateThresholds(gather=opts.gather_threshold, aggregate=opts.aggregate_threshold))
+    return classify_heads(saliency, GatherAggregateThresholds(gather=opts.gather_threshold, aggregate=opts.aggregate_threshold,
+                                                              gather_rule=opts.gather_rule))
 
 
 def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
@@ -65,7 +72,7 @@ def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
         checkpoint_key=ctx.key,
         item_ids=ids,
         arrays={"gather": np.concatenate(gather), "aggregate": np.concatenate(aggregate)},
-        meta={"gather_threshold": opts.gather_threshold, "aggregate_threshold": opts.aggregate_threshold},
+        meta={"gather_threshold": opts.gather_threshold, "aggregate_threshold": opts.aggregate_threshold, "gather_rule": opts.gather_rule},
     )
 
 
@@ -133,7 +140,7 @@ class HeadsProbe(HeadProbeBase):
             return ProbeResult(notes=[f"heads: skipped for {ctx.key} (no match items)"])
         items = [it for p in parts for it in p.batch.items]
         ref, found, ref_key = reference_masks(ctx, opts, items)
-        g_here, a_here, mass_share, g_share, a_share, flow = [], [], [], [], [], []
+        g_here, a_here, mass_share, g_share, a_share, go_share, flow = [], [], [], [], [], [], []
         start = 0
         maps, tokens = None, None
         for part in parts:
@@ -146,6 +153,7 @@ class HeadsProbe(HeadProbeBase):
             mass_share.append(per_head / per_head.sum((-1, -2), keepdim=True).clamp_min(1e-30))
             g_share.append(mechanism_share(sal, ref["gather"][start : start + n]))
             a_share.append(mechanism_share(sal, ref["aggregate"][start : start + n]))
+            go_share.append(mechanism_share(sal, (ref["gather"] & ~ref["aggregate"])[start : start + n]))
             rows = torch.arange(n)
             into = sal.abs()[rows, :, :, batch.predict_positions]  # [B, L, H, S]
             flow.append((into * batch.env_mask[:, None, None, :]).sum(-1) / into.sum(-1).clamp_min(1e-30))
@@ -167,9 +175,11 @@ class HeadsProbe(HeadProbeBase):
             for k, layer in enumerate(site.layers)
             for h in range(site.n_heads)
         ]
-        gs, as_ = torch.cat(g_share)[fnd], torch.cat(a_share)[fnd]
+        gs, as_, gos = torch.cat(g_share)[fnd], torch.cat(a_share)[fnd], torch.cat(go_share)[fnd]
         record = {
             "identified_at": ref_key,
+            "gather_rule": opts.gather_rule,
+            "gather_only_share": float(gos.mean()) if len(gos) else None,
             "items_with_reference": int(found.sum()),
             "gather_share": float(gs.mean()) if len(gs) else None,
             "aggregate_share": float(as_.mean()) if len(as_) else None,

@@ -6,15 +6,22 @@ held-out KL between each layer's lens and the model's own output distribution.
 Layer ``k`` (1-based) is the residual stream after block ``k``, the block the flow probe calls
 layer ``k``; layer 0 is the embedding output. At the last layer the lens is the model's own
 unembedding (KL 0).
+
+Token budget: the adapter supplies ``--lens-tokens`` held-out tokens (default 250k, or its whole
+held-out split when smaller); the last tenth of those batches (at least one) is kept out of the
+fit to measure the per-layer KL.  Activations are computed batch by batch as the fit needs them
+(:class:`vlground.mechanism.lens.LazyLensBatches`), and every fit batch is used at least once.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vlground.engine.adapter import Capability
+from vlground.mechanism.sites import hidden_state_layer
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched
 
@@ -24,6 +31,8 @@ class LensRow:
     layer: int  #: 0 = embeddings, k = after block k (1-based)
     surprisal: float  #: mean target surprisal (nats) read through the lens, match items (env2lan)
     kl: float  #: held-out KL(model || lens) in nats per token
+    fit_tokens: int  #: tokens the lens was fit on (0: a saved lens was reused)
+    held_out_tokens: int  #: tokens the KL was measured on
 
 
 class LensProbe(Probe):
@@ -33,27 +42,27 @@ class LensProbe(Probe):
 
     @dataclass
     class Options:
-        lens_steps: int = 150  #: optimisation steps of each tuned lens
+        lens_steps: int = 150  #: minimum optimisation steps of each tuned lens (one batch per step; every batch is used at least once)
+        lens_tokens: int = 250_000  #: held-out tokens to fit and evaluate each lens on (the adapter's whole held-out split if it has fewer)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         from vlground.mechanism.errors import MechanismError
-        from vlground.mechanism.lens import LensBatch, LensTrainConfig, TunedLens, fit_lens, lens_kl, lens_surprisal
+        from vlground.mechanism.lens import LazyLensBatches, LensTrainConfig, TunedLens, fit_lens, lens_kl, lens_surprisal, split_held_out
 
         adapter, loaded = ctx.adapter, ctx.loaded
         unembedding = adapter.unembed(loaded)
-        inputs = adapter.lens_batches(loaded)
+        if "n_tokens" in inspect.signature(adapter.lens_batches).parameters:
+            inputs = adapter.lens_batches(loaded, n_tokens=self.options.lens_tokens)
+        else:
+            inputs = adapter.lens_batches(loaded)
         if unembedding is None or not inputs:
             return ProbeResult(notes=[f"lens: skipped for {ctx.key} (no unembedding or no held-out text)"])
 
-        def lens_batch(model_inputs: dict) -> LensBatch:
-            model_inputs = {k: v.to(loaded.device) for k, v in model_inputs.items()}
-            with torch.no_grad():
-                out = loaded.model(**model_inputs, output_hidden_states=True)
-            return LensBatch([h.detach() for h in out.hidden_states], out.logits.detach(), model_inputs.get("attention_mask"))
-
-        batches = [lens_batch(b) for b in inputs]
-        train, held = (batches[:-1], batches[-1:]) if len(batches) > 1 else (batches, batches)
-        n_layers, d_model = len(batches[0].hidden_states) - 1, batches[0].hidden_states[0].shape[-1]
+        batches = LazyLensBatches(loaded.model, inputs, loaded.device)
+        train, held = split_held_out(batches)
+        first = batches[0]
+        n_layers, d_model = len(first.hidden_states) - 1, first.hidden_states[0].shape[-1]
+        fit_tokens = 0
         lens_dir = Path(loaded.checkpoint.path) / "tuned-lens"
         lens, notes = None, []
         if lens_dir.is_dir():
@@ -64,6 +73,7 @@ class LensProbe(Probe):
         if lens is None:
             lens = TunedLens.for_unembedding(n_layers, d_model, unembedding)
             fit_lens(lens, unembedding, train, LensTrainConfig(steps=self.options.lens_steps))
+            fit_tokens = train.n_tokens() if train is not held else held.n_tokens()
             try:
                 lens.save(lens_dir)
             except OSError as exc:
@@ -80,5 +90,11 @@ class LensProbe(Probe):
         if not sps:
             return ProbeResult(notes=notes + [f"lens: skipped for {ctx.key} (no match items)"])
         sp = torch.cat(sps).mean(0)
-        rows = [LensRow(layer, float(sp[layer]), float(kl[layer]) if layer < n_layers else 0.0) for layer in range(n_layers + 1)]
+        held_tokens = held.n_tokens()
+        # row k reads hidden_states[k]: the output of 1-based layer k (0 = embeddings), see mechanism.sites.hidden_state_layer
+        rows = [LensRow(hidden_state_layer(i), float(sp[i]), float(kl[i]) if i < n_layers else 0.0, fit_tokens, held_tokens)
+                for i in range(n_layers + 1)]
+        if 0 < fit_tokens < self.options.lens_tokens:
+            notes.append(f"lens: {ctx.key}: fit on {fit_tokens} held-out tokens (fewer than --lens-tokens {self.options.lens_tokens}: "
+                         "the whole held-out split)")
         return ProbeResult(tables={"lens": rows}, notes=notes)

@@ -44,8 +44,11 @@ def render(results, plot_dir: Path, img, table) -> list[str]:
     abl = results.rows("ablation")
     if abl:
         cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
-                "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "reason"]
-        out.append("<h2>Head ablation</h2>" + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
+                "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "control_pool", "reason"]
+        rules = sorted({str(r.get("gather_rule")) for r in results.records("ablation") if r.get("gather_rule")})
+        note = (f"<p class=note>Gather rule: {html.escape(', '.join(rules))} (strip: a row holds &ge; the threshold of the "
+                "head's saliency; strip-minus-dot: without its largest cell). Layers are 1-based.</p>") if rules else ""
+        out.append("<h2>Head ablation</h2>" + note + table(abl, [c for c in cols if any(r.get(c) is not None for r in abl)]))
     return out
 
 
@@ -61,7 +64,10 @@ def _box_heads(results, plot_dir: Path, img, table) -> list[str]:
         return []
     out = ["<h2>Box aggregate heads</h2><p class=note>Inside-box share: the share of a head's saliency from image "
            "patches into the position before the object's name that comes from patches inside the object's box "
-           "(mean over items). A head is listed as aggregate@t when its share is at least t on at least half the items.</p>"]
+           "(mean over items). A head is listed as aggregate@t when its share is at least t on at least half the items. "
+           "inside_vs_chance: the inside share over the share of image tokens inside the box (1 = chance; compares "
+           "models with different numbers of image tokens); artefact_share: the share of its image saliency on image "
+           "tokens of outlying feature norm.</p>"]
     figs = []
     for run, step in dict.fromkeys((r["run"], r["step"]) for r in rows):
         these = [r for r in rows if r["run"] == run and r["step"] == step]
@@ -77,7 +83,8 @@ def _box_heads(results, plot_dir: Path, img, table) -> list[str]:
     out.append("<div class=figs>" + "".join(img(f) for f in figs) + "</div>")
     agg = sorted((r for r in rows if str(r.get("kind", "")).startswith("aggregate@")),
                  key=lambda r: (r["run"], -1 if r["step"] is None else r["step"], r["layer"], r["head"]))
-    cols = ["run", "step", "layer", "head", "kind", "inside_share"] + sorted(k for k in rows[0] if k.startswith("aggregate_frac@"))
+    cols = ["run", "step", "layer", "head", "kind", "inside_share", "inside_vs_chance", "artefact_share"]
+    cols = [c for c in cols if c in rows[0]] + sorted(k for k in rows[0] if k.startswith(("aggregate_frac@", "view_share")))
     out.append(table(agg, cols) if agg else "<p class=note>No head is a box aggregate head on half the items.</p>")
     return out
 

@@ -31,7 +31,7 @@ from vlground.train import checkpoint as ckpt
 from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
 from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
-from vlground.train.models import WIDTH_KEYS, build_model
+from vlground.train.models import WIDTH_KEYS, build_model, layer_kinds
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def _train_one(cfg: TrainConfig) -> None:
         "arch": arch, "size": size, "config_file": config_file, "seed": cfg.seed,
         "corpus": str(corpus.path.resolve()), "n_chunks": corpus.n_chunks, "chunk_len": corpus.chunk_len,
         "vocab_size": vocab_size, "batch_size": B, "model": model_cfg, "train": h.to_dict(),
+        "layers": layer_kinds(arch, model_cfg),  # 1-based layer numbers per kind (attention, mamba2, lstm)
         "vlground_version": vlground.__version__,
     }
     run = Path(cfg.out)
@@ -126,6 +127,8 @@ def _train_one(cfg: TrainConfig) -> None:
     # 4. run folder, under its lock
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder; choose another --out")
+    if run.is_dir() and not (run / "run.json").is_file() and any(not p.name.startswith(".") for p in run.iterdir()):
+        raise InputError(f"{run}: exists and is not a vlground run folder (no run.json); choose another --out")
     lock = contextlib.nullcontext()
     if main:
         run.mkdir(parents=True, exist_ok=True)

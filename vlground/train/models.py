@@ -8,11 +8,14 @@ transformer    ``transformers.GPT2LMHeadModel`` (GPT-2 blocks; learned positions
 lstm           :class:`vlground.train.lstm.LstmForCausalLM` (``torch.nn.LSTM`` layers)
 mamba2         ``transformers.Mamba2ForCausalLM`` (mamba-ssm kernels on GPU when installed, a
                PyTorch path otherwise)
-hybrid-mid     ``transformers.BambaForCausalLM``; Mamba-2 mixers in the middle third of the layers
-               (layers 4-7 of 12, 0-based), attention elsewhere
-hybrid-even    ``transformers.BambaForCausalLM``; Mamba-2 mixers at even layers (0, 2, ...),
-               attention at odd layers
+hybrid-mid     ``transformers.BambaForCausalLM``; Mamba-2 mixers in the paper's layers 4-7 of 12
+               (1-based; scaled to other depths by :func:`mamba_layers`), attention elsewhere
+hybrid-even    ``transformers.BambaForCausalLM``; Mamba-2 mixers in the even-numbered layers
+               (1-based 2, 4, ..., 12), attention in the odd-numbered ones (1, 3, ..., 11)
 =============  ==================================================================================
+
+Layer numbers in this docstring and in ``run.json``'s ``"layers"`` are 1-based, as in the paper
+(:func:`vlground.mechanism.sites.layer_number`); code indices (``attn_layer_indices``) are 0-based.
 
 :func:`build_model` is the one place models are made, so later input kinds (image features as
 input embeddings) extend it rather than a copy.
@@ -50,13 +53,46 @@ def check_arch(arch: str) -> None:
 
 
 def mamba_layers(pattern: str, n_layers: int) -> list[int]:
-    """0-based indices of the Mamba-2 layers of a hybrid: ``mid`` = the middle third
-    (``[n/3, 2n/3)``: layers 4-7 of 12), ``even`` = layers 0, 2, 4, ..."""
+    """0-based block indices of the Mamba-2 layers of a hybrid with ``n_layers`` layers.
+
+    ``mid``: the paper replaces layers 4-7 (1-based) of 12, i.e. blocks ``[3, 7)``: ``n // 3``
+    Mamba-2 layers starting after the first ``ceil(n / 4)`` attention layers, so 12 layers give
+    exactly the paper's 4-7, 6 layers (``tiny``) give 1-based 3-4 and 24 layers give 7-14.
+    ``even``: the even-numbered layers, 1-based 2, 4, ..., i.e. blocks 1, 3, 5, ...
+    """
+    if n_layers < 1:
+        raise ValueError(f"a hybrid needs at least one layer, got {n_layers}")
     if pattern == "mid":
-        return list(range(n_layers // 3, 2 * n_layers // 3))
+        start = -(-n_layers // 4)
+        return list(range(start, start + n_layers // 3))
     if pattern == "even":
-        return list(range(0, n_layers, 2))
+        return list(range(1, n_layers, 2))
     raise ValueError(pattern)
+
+
+def layer_kinds(arch: str, model_cfg: dict) -> dict[str, list[int]]:
+    """1-based layer numbers of each layer kind, as written to ``run.json`` (``"layers"``), e.g.
+    ``{"attention": [1, 2, 3, 8, ...], "mamba2": [4, 5, 6, 7]}`` for ``hybrid-mid`` at 12 layers."""
+    check_arch(arch)
+    key = {"transformer": "n_layer"}.get(arch, "num_hidden_layers")
+    default = {"transformer": 12, "lstm": 2, "mamba2": 64}.get(arch, 12)
+    n = int(model_cfg.get(key, default))
+    numbers = list(range(1, n + 1))
+    if arch == "transformer":
+        return {"attention": numbers}
+    if arch == "lstm":
+        return {"lstm": numbers}
+    if arch == "mamba2":
+        return {"mamba2": numbers}
+    attn = _attn_indices(arch.removeprefix("hybrid-"), n, model_cfg)
+    return {"attention": [i + 1 for i in attn], "mamba2": [i + 1 for i in range(n) if i not in attn]}
+
+
+def _attn_indices(pattern: str, n: int, cfg: dict) -> list[int]:
+    if "attn_layer_indices" in cfg:
+        return sorted(int(i) for i in cfg["attn_layer_indices"])
+    mamba = set(mamba_layers(pattern, n))
+    return [i for i in range(n) if i not in mamba]
 
 
 def build_model(
@@ -123,9 +159,7 @@ def _hybrid(pattern):
         from transformers import BambaConfig, BambaForCausalLM
 
         n = cfg.get("num_hidden_layers", 12)
-        if "attn_layer_indices" not in cfg:
-            mamba = set(mamba_layers(pattern, n))
-            cfg["attn_layer_indices"] = [i for i in range(n) if i not in mamba]
+        cfg["attn_layer_indices"] = _attn_indices(pattern, n, cfg)
         cfg.setdefault("max_position_embeddings", max_len)
         config = BambaConfig(vocab_size=vocab_size, **specials, **cfg)
         _check_mamba(config.mamba_expand * config.hidden_size, config.mamba_n_heads, config.mamba_d_head, config.mamba_n_groups)

@@ -276,6 +276,9 @@ class FeatureCache:
         if cap >= need:
             return np.load(f, mmap_mode="r+")
         new_cap = max(need, 2 * cap)
+        from vlground.corpus.format import clean_stale_temps
+
+        clean_stale_temps(self.folder / "features")  # a killed build's half-grown copy
         tmp = self.folder / f".features.tmp-{os.getpid()}.npy"
         grown = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(new_cap, *self.shape))
         if cap:

@@ -30,6 +30,7 @@ tokens after any prefix tokens (CLS, registers): the adapter adds its own prefix
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -153,6 +154,12 @@ class Preprocess:
         sx, sy = rw / sw, rh / sh
         return ((x0 + pl) * sx - cl, (y0 + pt) * sy - ct, (x1 + pl) * sx - cl, (y1 + pt) * sy - ct)
 
+    def affine(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """``(sx, sy, tx, ty)``: original pixel ``(x, y)`` -> model-input pixel ``(x * sx + tx, y * sy + ty)``."""
+        (pl, pt, sw, sh), (rw, rh), (cl, ct) = self._transform(width, height)
+        sx, sy = rw / sw, rh / sh
+        return sx, sy, pl * sx - cl, pt * sy - ct
+
     def _transform(self, width: int, height: int):
         # (pad_left, pad_top, padded_w, padded_h), (resized_w, resized_h), (crop_left, crop_top)
         if width <= 0 or height <= 0:
@@ -218,21 +225,34 @@ def box_to_patches(
     mapped = preprocess.map_xyxy((ox0, oy0, ox1, oy1), width, height)
     in_w, in_h = preprocess.input_size(width, height)
     p = preprocess.patch_size
-    grid_h, grid_w = in_h // p, in_w // p
+    pm = grid_mask(mapped, in_h // p, in_w // p, p, min_overlap=min_overlap)
+    if pm.problem:
+        shown = [round(float(v), 1) for v in box_xywh]
+        return dataclasses.replace(pm, problem=f"box {shown} is outside the model input after preprocessing "
+                                                f"({preprocess.mode}, {in_w}x{in_h})")
+    return pm
+
+
+def grid_mask(mapped_xyxy: Sequence[float], grid_h: int, grid_w: int, cell: float, *, min_overlap: float = 0.5) -> PatchMask:
+    """The cells of a ``grid_h x grid_w`` grid of ``cell`` px cells covered by a box already mapped
+    to the grid's pixels (``(x0, y0, x1, y1)``, cell ``(r, c)`` covering ``[c * cell, (c + 1) * cell)
+    x [r * cell, (r + 1) * cell)``), with the edge rule of the module docstring. The box is clipped
+    to the grid; a box with nothing left gives an empty mask and a ``problem`` line."""
+    if not 0.0 < min_overlap <= 1.0:
+        raise InputError(f"min_overlap {min_overlap}: must be in (0, 1]")
+    p = float(cell)
     gx, gy = grid_w * p, grid_h * p  # the area the grid covers
-    x0, y0 = max(mapped[0], 0.0), max(mapped[1], 0.0)
-    x1, y1 = min(mapped[2], float(gx)), min(mapped[3], float(gy))
+    x0, y0 = max(mapped_xyxy[0], 0.0), max(mapped_xyxy[1], 0.0)
+    x1, y1 = min(mapped_xyxy[2], gx), min(mapped_xyxy[3], gy)
     mask = np.zeros((grid_h, grid_w), dtype=bool)
     if not (x1 > x0 and y1 > y0):
-        shown = [round(float(v), 1) for v in box_xywh]
         return PatchMask(mask, np.zeros(0, dtype=np.int64), np.zeros((grid_h, grid_w)), None,
-                         f"box {shown} is outside the model input after preprocessing ({preprocess.mode}, "
-                         f"{in_w}x{in_h})")
+                         f"box is outside the {grid_w}x{grid_h} grid")
     edges_x = np.arange(grid_w + 1, dtype=np.float64) * p
     edges_y = np.arange(grid_h + 1, dtype=np.float64) * p
     ox = np.clip(np.minimum(edges_x[1:], x1) - np.maximum(edges_x[:-1], x0), 0, None)  # [grid_w]
     oy = np.clip(np.minimum(edges_y[1:], y1) - np.maximum(edges_y[:-1], y0), 0, None)  # [grid_h]
-    frac = np.outer(oy, ox) / float(p * p)  # [grid_h, grid_w]
+    frac = np.outer(oy, ox) / (p * p)  # [grid_h, grid_w]
     mask = frac >= min_overlap - 1e-9
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     mask[min(int(math.floor(cy / p)), grid_h - 1), min(int(math.floor(cx / p)), grid_w - 1)] = True

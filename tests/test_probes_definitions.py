@@ -1,0 +1,97 @@
+"""The head, ablation, lens and flow probes on a tiny trained run follow the definitions of
+vlground.mechanism: heads identified in the final checkpoint (by the chosen gather rule) are the
+ones counted and zeroed at every checkpoint; ablation rows count every item; layers are 1-based;
+the lens is fit on the held-out split's tokens and reports the held-out KL per layer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlground.adapters.childes import ChildesAdapter
+from vlground.errors import InputError
+from vlground.mechanism.patterns import GatherAggregateThresholds, classify_heads
+from vlground.probes.base import ProbeContext
+from vlground.probes.common import saliency_parts
+from vlground.probes.runner import run_probes
+
+N_ITEMS = 8
+
+
+def final_patterns(adapter, rule):
+    """Gather/aggregate heads of the mechanistic items, computed here on the run's last checkpoint."""
+    ckpt = adapter.checkpoints()[-1]
+    loaded = adapter.load(ckpt)
+    ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
+    sal = torch.cat([p.saliency for p in saliency_parts(ctx, N_ITEMS)])
+    return classify_heads(sal, GatherAggregateThresholds(gather_rule=rule)), adapter.attention_site(loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["strip", "strip-minus-dot"])
+def test_probes_follow_the_definitions_on_a_tiny_run(tiny_runs, tmp_path, rule):
+    adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["transformer"])], "device": "cpu", "pairing": "diagonal"})
+    res = run_probes(adapter, ["saliency", "heads", "ablation", "lens"],
+                     {"mech_items": N_ITEMS, "gather_rule": rule, "ablation_draws": 2, "lens_steps": 5},
+                     out=tmp_path / "o", progress=False)
+    pat, site = final_patterns(adapter, rule)
+    n_layers = len(site.layers)
+    steps = sorted({c["step"] for c in res.checkpoints})
+    assert steps == [0, 4, 8, 12]
+
+    # heads: identified at the final checkpoint, for every checkpoint
+    for rec in res.records("heads"):
+        assert rec["identified_at"].endswith("@12") and rec["gather_rule"] == rule
+
+    # ablation: three rows per checkpoint; counts over all items are those of the final model's heads
+    abl = res.rows("ablation")
+    assert {r["head_type"] for r in abl} == {"gather", "aggregate", "gather-only"}
+    expected = {"gather": pat.gather, "aggregate": pat.aggregate, "gather-only": pat.gather_only}
+    for r in abl:
+        mask = expected[r["head_type"]]
+        k = mask.flatten(1).sum(1)
+        assert r["n_items_total"] == N_ITEMS
+        assert r["avg_count"] == pytest.approx(float(k.double().mean()))  # same at every step: final-model heads
+        testable = int(((k > 0) & (k <= n_layers * site.n_heads - k)).sum())
+        assert r["n_items"] == testable and r["n_untestable"] == int((k > n_layers * site.n_heads - k).sum())
+        if k.sum():
+            layers = torch.tensor([l + 1 for l in site.layers], dtype=torch.float64)[None, :, None].expand(mask.shape)
+            assert r["avg_layer"] == pytest.approx(float(layers[mask].mean()))
+            assert 1 <= r["avg_layer"] <= n_layers
+        if r["n_items"] < 2:
+            assert r["p_value"] is None and r["reason"] and r["stars"] == ""
+        else:
+            assert r["reason"] == "" and 0 <= r["p_value"] <= 1 and r["control_pool"]
+    # under the paper's rule every aggregate head is a gather head (thresholds equal)
+    if rule == "strip":
+        assert bool((pat.aggregate <= pat.gather).all())
+    for r in res.records("ablation"):
+        assert r["gather_rule"] == rule
+
+    # flow: 1-based layer numbers of the attention blocks
+    assert sorted({r["layer"] for r in res.rows("flow")}) == [l + 1 for l in site.layers]
+
+    # lens: layers 0 (embeddings) .. L, fit and held-out tokens from the validation split, KL >= 0, 0 at L
+    lens = res.rows("lens")
+    assert sorted({r["layer"] for r in lens}) == list(range(n_layers + 1))
+    run = Path(tiny_runs["transformer"])
+    corpus = adapter.load(adapter.checkpoints()[0]).extra["corpus"]
+    held = json.loads((run / "split.json").read_text())["val"]
+    pad = adapter.load(adapter.checkpoints()[0]).tokenizer.pad_token_id
+    total = int((np.asarray(corpus.chunks[held]) != pad).sum())
+    for r in lens:
+        assert r["held_out_tokens"] > 0 and r["kl"] >= 0
+        assert r["fit_tokens"] + r["held_out_tokens"] == total or r["fit_tokens"] == 0 or len(held) < 2
+        if r["layer"] == n_layers:
+            assert r["kl"] == 0
+
+
+def test_bad_probe_options_fail_in_one_line(tiny_runs, tmp_path):
+    adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["transformer"])], "device": "cpu"})
+    with pytest.raises(InputError, match="gather-rule"):
+        run_probes(adapter, ["heads"], {"gather_rule": "dots"}, progress=False)
+    with pytest.raises(InputError, match="control-pool"):
+        run_probes(adapter, ["ablation"], {"control_pool": "any"}, progress=False)

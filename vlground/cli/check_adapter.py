@@ -1,0 +1,52 @@
+"""``vlground check-adapter NAME --model PATH ...``: run the conformance kit on an adapter.
+
+The flags after ``NAME`` are the adapter's own options (its ``Options`` dataclass, see
+:func:`vlground.engine.adapter.adapter_cli_flags`); ``vlground check-adapter NAME --help`` lists
+them, and an unknown flag is an error. Exit status 0 when every check passes, 1 with the failed
+check's message (naming the item and what differs) otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+HELP = "check an adapter against the interface (geometry, forward path, pairs, scoring)"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("adapter", help="registered adapter name or package.module:ClassName")
+    p.add_argument("--max-items", type=int, default=8, help="items checked per checkpoint (default 8)")
+    p.add_argument("--no-paint", action="store_true", help="skip the painted-box geometry check")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the adapter's own flags (NAME --help lists them)")
+
+
+def adapter_parser(cls, prog: str) -> argparse.ArgumentParser:
+    """A parser of ``cls``'s own flags (one-line usage errors, exit 2)."""
+    from vlground.cli import _Parser
+    from vlground.engine.adapter import adapter_cli_flags
+
+    parser = _Parser(prog=prog, description=f"options of adapter {cls.name}")
+    for flags, kw in adapter_cli_flags(cls):
+        parser.add_argument(*flags, **kw)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlground.engine.registry import get_adapter_class
+    from vlground.testing import check_adapter
+
+    cls = get_adapter_class(args.adapter)
+    try:
+        opts = adapter_parser(cls, f"vlground check-adapter {args.adapter}").parse_args(args.options)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return int(exc.code or 0)
+    adapter = cls.from_options(vars(opts))
+    try:
+        check_adapter(adapter, max_items=args.max_items, paint=not args.no_paint)
+    except AssertionError as exc:
+        print(f"vlground check-adapter: {args.adapter} fails: {exc}")
+        return 1
+    print(f"vlground check-adapter: {args.adapter} passes every check")
+    return 0
