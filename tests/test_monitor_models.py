@@ -229,3 +229,35 @@ def test_cli_on_a_tiny_trained_testbed_run(tmp_path_factory):
             _check(res, out)
         else:
             assert any("no labelled words" in n for n in res["notes"])
+
+
+@pytest.mark.parametrize("family", ["llava15", "qwen2vl"])
+def test_cached_decoding_matches_a_full_forward(family, plain_llava_dir, tmp_path):
+    """Each decoding step (cache, continued positions, M-RoPE for Qwen2-VL) gives the logits a full forward of
+    prompt + generated tokens gives, through the adapter's own model inputs."""
+    from vlground.engine.registry import get_adapter_class
+    from vlground.monitor.backends import backend_for
+
+    if family == "qwen2vl":
+        from vlground.vision.tiny_qwen2vl import save_tiny_qwen2vl
+
+        model = save_tiny_qwen2vl(tmp_path / "qwen")
+    else:
+        model = plain_llava_dir
+    adapter = get_adapter_class(family).from_options({"model": str(model), "images": IMAGES, "annotations": ANNOTATIONS,
+                                                     "mismatch": IMAGES, "device": "cpu"})
+    lm = adapter.load(adapter.checkpoints()[0])
+    b = backend_for(adapter, lm)
+    enc = b.encode(str(IMAGES / "rocket.jpg"), b.prompt("Describe the image."))
+    steps = decode(adapter, lm, enc.inputs, max_new_tokens=4)
+    full = dict(enc.inputs)
+    new = torch.tensor([[s.token for s in steps[:-1]]], dtype=torch.long)
+    full["input_ids"] = torch.cat([full["input_ids"], new], 1)
+    full["attention_mask"] = torch.ones_like(full["input_ids"])
+    if "mm_token_type_ids" in full:
+        full["mm_token_type_ids"] = torch.cat([full["mm_token_type_ids"], torch.zeros_like(new)], 1)
+    with torch.no_grad():
+        logp = torch.log_softmax(forward(adapter, lm, full).logits[0].float(), -1)
+    S = enc.inputs["input_ids"].shape[1]
+    for t, s in enumerate(steps):
+        assert s.logprob == pytest.approx(float(logp[S - 1 + t, s.token]), abs=1e-4)

@@ -3,8 +3,9 @@
 :func:`decode` runs one prompt (batch of one): a prefill pass with every model input the adapter
 encoded (image pixels or features), then one pass per new token with ``input_ids`` of that token,
 the extended ``attention_mask`` and the key/value cache the model returned (``cache``, or
-``past_key_values`` in older ``transformers``). Every pass goes through ``adapter.forward`` (so an
-adapter that adds inputs there, e.g. casting ``pixel_values`` to the model's dtype, gets them).
+``past_key_values`` in older ``transformers``). The prefill's inputs come from ``adapter.model_inputs`` (the
+adapter's one forward path: dtype casts, M-RoPE ``position_ids`` ...); each later step continues
+``position_ids`` after the prompt and gives other per-token inputs (``mm_token_type_ids``) a text value.
 
 With a :class:`~vlground.monitor.score.AttentionRecorder` active (``with capture_attention(...)``)
 each step keeps the attention of every head from the position that predicted the token; the
@@ -49,14 +50,37 @@ class Step:
     logprobs: torch.Tensor | None = None  #: ``[vocab]`` log-probabilities (first step only)
 
 
-def forward(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor], **kwargs):
-    """``adapter.forward`` on raw model inputs (a one-row :class:`ProbeBatch` with no target)."""
-    dev = {k: v.to(loaded.device) for k, v in inputs.items()}
-    n = next(iter(dev.values())).shape[0]
+def _batch(loaded: LoadedModel, inputs: dict[str, torch.Tensor]) -> ProbeBatch:
+    """A one-row :class:`ProbeBatch` with no target around raw model inputs."""
+    n = next(iter(inputs.values())).shape[0]
     empty = torch.zeros((n, 0), dtype=torch.long)
-    batch = ProbeBatch(items=[], model_inputs=dev, target_ids=empty, target_positions=empty,
-                       env_mask=torch.zeros((n, 0), dtype=torch.bool))
-    return adapter.forward(loaded, batch, **kwargs)
+    return ProbeBatch(items=[], model_inputs=dict(inputs), target_ids=empty, target_positions=empty,
+                      env_mask=torch.zeros((n, 0), dtype=torch.bool))
+
+
+def forward(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor], **kwargs):
+    """``adapter.forward`` on raw model inputs."""
+    return adapter.forward(loaded, _batch(loaded, inputs), **kwargs)
+
+
+def _step_inputs(prefill: dict[str, torch.Tensor], token: int, t: int, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Inputs of decoding step ``t`` (0 = the first token after the prompt) from the prefill's model inputs.
+
+    The new token's id and the extended attention mask; ``position_ids`` continue after the prompt's last
+    position (also M-RoPE's ``[3, B, S]``); other per-token integer inputs (e.g. ``mm_token_type_ids``)
+    get 0, a text token; image inputs are not passed again (they are in the cache).
+    """
+    S = prefill["input_ids"].shape[-1]
+    dev = prefill["input_ids"].device
+    out = {"input_ids": torch.tensor([[token]], dtype=torch.long, device=dev), "attention_mask": mask.to(dev)}
+    for k, v in prefill.items():
+        if k in out or not isinstance(v, torch.Tensor) or v.dim() < 2 or v.shape[-1] != S:
+            continue
+        if k == "position_ids":
+            out[k] = v[..., -1:] + 1 + t
+        elif not v.is_floating_point():
+            out[k] = torch.zeros_like(v[..., -1:])
+    return out
 
 
 def _cache(out) -> tuple[str, object]:
@@ -81,10 +105,11 @@ def decode(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor
         raise MechanismError("mitigation needs the attention capture and the chosen heads")
     steps: list[Step] = []
     mask = inputs["attention_mask"]
-    step_inputs = dict(inputs)
+    prefill = adapter.model_inputs(loaded, _batch(loaded, inputs))  # the adapter's one forward path
+    step_inputs = prefill
     cache_kw: dict = {}
     for t in range(max_new_tokens):
-        out = forward(adapter, loaded, step_inputs, use_cache=True, **cache_kw)
+        out = loaded.model(**step_inputs, use_cache=True, **cache_kw)
         logits = out.logits[0, -1].float()
         logp = torch.log_softmax(logits, -1)
         entropy = float(-(logp.exp() * logp).sum())
@@ -105,6 +130,6 @@ def decode(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor
             break
         name, cache = _cache(out)
         mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
-        step_inputs = {"input_ids": torch.tensor([[step.token]], dtype=torch.long), "attention_mask": mask}
+        step_inputs = _step_inputs(prefill, step.token, t, mask)
         cache_kw = {name: cache}
     return steps
