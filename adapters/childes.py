@@ -256,7 +256,7 @@ class ChildesAdapter(Adapter):
             if counts is not None:
                 chosen = [w for w in chosen if counts[vocab[env_token(w)]] >= self.options.min_env and counts[vocab[lan_token(w)]] >= self.options.min_lan]
                 chosen.sort(key=lambda w: (-int(counts[vocab[env_token(w)]]) - int(counts[vocab[lan_token(w)]]), w))
-            if self.options.limit:
+            if self.options.limit is not None:
                 chosen = chosen[: self.options.limit]
         chosen = sorted(chosen)
         if len(chosen) < 2:

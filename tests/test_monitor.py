@@ -200,4 +200,5 @@ def test_monitor_section_renders_and_probe_reports_pick_it_up(tmp_path):
     assert "L3.H1" in html and "&lt;cat&gt;" in html and "n&lt;1&gt;" in html and "data:image/png" in html
     (tmp_path / "monitor-chair").mkdir()
     (tmp_path / "monitor-chair" / "monitor.json").write_text(json.dumps(result))
-    assert len(sections_for(tmp_path)) == 1
+    (sec,) = sections_for(tmp_path)
+    assert "chair" in sec.title and "L3.H1" in sec.body

@@ -287,3 +287,27 @@ def test_nothing_is_written_when_the_inputs_fail(tmp_path):
     assert not (tmp_path / "o").exists()
     run_probes(FakeAdapter.from_options({"steps": (0,), "seeds": (0,)}), out=tmp_path / "o", progress=False)
     assert (tmp_path / "o" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size: must be a whole number >= 1"),
+    (["--device", "cuda:7"], "no such CUDA device"),
+    (["--device", "nonsense"], "is not a device"),
+])
+def test_probe_option_values_are_checked_before_anything_runs(tmp_path, capsys, flags, message):
+    rc = main(["probe", "--adapter", "vlground.testing:FakeAdapter", "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_limit_zero_is_an_error_not_no_limit():
+    from vlground.engine.adapter import check_common_options
+
+    @dataclass
+    class O:
+        limit: int | None = 0
+
+    with pytest.raises(InputError, match="--limit"):
+        check_common_options(O())
+    check_common_options(O(limit=None))

@@ -163,3 +163,11 @@ def test_chance_normalised_score_and_artefact_share_on_planted_saliency():
     assert cmp["chance"].tolist() == [0.25] and cmp["n_artefacts"].tolist() == [1.0]
     assert torch.allclose(cmp["inside_vs_chance"][0, 0], torch.tensor([1.0, 1.0]))
     assert torch.allclose(cmp["artefact_share"][0, 0], torch.tensor([1 / 8, 0.75]))
+
+
+def test_qwen25_vl_passes_the_kit(tmp_path, mismatch_dir):
+    """Qwen2.5-VL (windowed vision attention, the same processor and M-RoPE) through the same adapter."""
+    folder = save_tiny_qwen2vl(tmp_path / "tiny-qwen25vl", version="2.5")
+    adapter = make(folder, mismatch_dir, limit=3)
+    check_adapter(adapter, max_items=6)
+    assert type(adapter.load(adapter.checkpoints()[0]).model).__name__ == "Qwen2_5_VLForConditionalGeneration"

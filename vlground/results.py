@@ -106,6 +106,31 @@ class Results:
             return pd.read_parquet(f) if f.is_file() else pd.DataFrame()
         return pd.DataFrame(self.rows(table, probe))
 
+    def frames(self) -> dict[str, Any]:
+        """The standard tables as pandas DataFrames: ``checkpoints, items, words, heads,
+        ablation, lens, flow`` (an empty DataFrame where a probe did not run)."""
+        return {t: self.frame(t) for t in ("checkpoints", "items", "words", "heads", "ablation", "lens", "flow")}
+
+    def train_logs(self) -> dict[str, list[dict[str, Any]]]:
+        """``{run: [train_log.jsonl records]}`` for the probed runs whose folder (two levels above
+        a checkpoint: ``<run>/checkpoints/step-N``) holds a training log; unreadable lines skipped."""
+        out: dict[str, list[dict]] = {}
+        for c in self.checkpoints:
+            p = Path(str(c.get("path") or ""))
+            if c["run"] in out or p.parent.name != "checkpoints":
+                continue
+            f = p.parent.parent / "train_log.jsonl"
+            if not f.is_file():
+                continue
+            recs = []
+            for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    recs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            out[c["run"]] = recs
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "settings": self.settings, "checkpoints": self.checkpoints,
                 "probes": self.probes, "notes": self.notes}

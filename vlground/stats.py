@@ -168,6 +168,13 @@ def seed_band(values: Sequence[float], method: str = "minmax", *, confidence: fl
     raise ValueError(f"unknown seed band {method!r}; known: minmax, bootstrap")
 
 
+def _nats(x: float) -> str:
+    """``+0.812``, or two significant digits below 0.01 (``+0.00055``) so a tiny effect never prints as 0."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:+.3f}" if abs(x) >= 0.01 or x == 0 else f"{x:+.2g}"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The claim about one run group at one checkpoint."""
@@ -186,7 +193,7 @@ class Verdict:
         seeds = f"{self.n_seeds} seeds" if self.n_seeds > 1 else "1 seed"
         p = "n/a" if not math.isfinite(self.p_corrected) else f"{self.p_corrected:.2g}"
         corr = "uncorrected" if self.correction == "none" else f"{self.correction.capitalize()}-corrected"
-        return (f"information gain {e.mean:+.3f} nats [95% CI {e.low:+.3f}, {e.high:+.3f}] ({e.method}; {seeds}), "
+        return (f"information gain {_nats(e.mean)} nats [95% CI {_nats(e.low)}, {_nats(e.high)}] ({e.method}; {seeds}), "
                 f"{corr} p = {p} -> {self.label}")
 
     def to_dict(self) -> dict:

@@ -277,6 +277,41 @@ def check_painted_boxes(adapter, loaded: LoadedModel, items: list[ProbeItem], wh
                         f"{where}: {tok} is {bright[k]:.0%} white in the painted image but env_mask says inside the box")
 
 
+def grey_box_mismatch(out, annotations, images):
+    """A mismatch folder in ``build-mismatch``'s format made without a diffusion model, for adapter
+    tests and benchmarks: each annotation's image with its box filled grey (the pixels differ inside
+    the box only); the replacement category is the next category by id."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    out, annotations, images = Path(out), Path(annotations), Path(images)
+    src = json.loads(annotations.read_text())
+    cats = {c["id"]: c["name"] for c in src["categories"]}
+    order = sorted(cats)
+    by_id = {im["id"]: im for im in src["images"]}
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for ann in src["annotations"]:
+        im = by_id.get(ann["image_id"])
+        if im is None or ann["category_id"] not in cats or not (images / im["file_name"]).is_file():
+            continue
+        with Image.open(images / im["file_name"]) as f:
+            pixels = np.asarray(f.convert("RGB")).copy()
+        x, y, w, h = (int(round(v)) for v in ann["bbox"])
+        pixels[max(y, 0):y + h, max(x, 0):x + w] = 128
+        name = f"{Path(im['file_name']).stem}__ann{ann['id']}.png"
+        Image.fromarray(pixels).save(out / name)
+        repl = order[(order.index(ann["category_id"]) + 1) % len(order)]
+        records.append({"id": ann["id"], "file_name": name, "width": im["width"], "height": im["height"],
+                        "source_file": im["file_name"], "annotation_id": ann["id"],
+                        "original_category": cats[ann["category_id"]], "replacement_category": cats[repl]})
+    (out / "annotations.json").write_text(json.dumps({"images": records}))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # A fake adapter: no weights, known answers. Words w0..w{n-1}; ids: ENV i, LAN n+i, frame 2n.
 # --------------------------------------------------------------------------------------------

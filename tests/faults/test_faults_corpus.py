@@ -193,3 +193,23 @@ def test_stale_features_copy_is_cleaned(tmp_path):
     stale.write_bytes(b"half-grown")
     cache._writable(4)
     assert not stale.exists() and np.load(tmp_path / "cache" / "features.npy").shape == (4, 2, 3)
+
+
+def test_out_appearing_during_the_build_is_not_clobbered(chat, tmp_path, capsys, monkeypatch):
+    """Two builds into one --out: the one finishing second does not replace the first one's corpus."""
+    import vlground.datasets.childes_corpus as cc
+
+    out = tmp_path / "corpus"
+    real = cc.save_tokenizer
+
+    def racing(vocab, folder, **k):  # the other build finishes while this one writes
+        if not out.exists():
+            out.mkdir()
+            (out / "corpus.json").write_text('{"format": "vlground-corpus/1", "other": true}')
+        return real(vocab, folder, **k)
+
+    monkeypatch.setattr(cc, "save_tokenizer", racing)
+    code, err = build([chat, "--out", out], capsys)
+    assert code == 2 and "appeared while" in one_error(err)
+    assert '"other": true' in (out / "corpus.json").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -92,3 +92,16 @@ def test_second_build_filling_one_cache_is_refused(tmp_path, dino, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_nan_box_is_skipped_in_the_visdial_corpus(tmp_path, dino, capsys):
+    a = dataset(tmp_path / "a", (200, 10, 10))
+    doc = json.loads((a / "instances.json").read_text())
+    doc["annotations"].append({"id": 2, "image_id": 1, "category_id": 1, "bbox": [float("nan"), 1, 5, 5]})
+    doc["annotations"].append({"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, float("inf"), 5]})
+    (a / "instances.json").write_text(json.dumps(doc))
+    code, err = build(a, tmp_path / "ca", dino, tmp_path / "features", capsys)
+    assert code == 0, err
+    skipped = json.loads((tmp_path / "ca" / "stats.json").read_text())["skipped"]
+    assert any("annotation 2" in s and "not finite" in s for s in skipped), skipped
+    assert any("annotation 3" in s and "not finite" in s for s in skipped), skipped

@@ -156,3 +156,16 @@ def test_unrelated_out_folder_gets_nothing(corpus, tmp_path, capsys):
     code, err = train(corpus, other, capsys)
     assert code == 2 and "not a vlground run folder" in one_error(err)
     assert snapshot(other) == before and sorted(p.name for p in other.iterdir()) == ["chapter1.tex"]
+
+
+# -- 14. a killed trainer's temporary checkpoint folder is removed by the next run -------------------------
+def test_stale_checkpoint_temp_is_cleaned(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(corpus, run, capsys, "--stop-after", "2")[0] == 0
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                             text=True).stdout)
+    stale = run / "checkpoints" / f".step-3.tmp-{pid}-x1y2"  # a step the resumed run never writes
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    assert train(corpus, run, capsys, "--resume")[0] == 0
+    assert not stale.exists()

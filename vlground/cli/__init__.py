@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vlground: error: {command}: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for the report's provenance
     from vlground.cli.terminal import configure
 
     configure(args.verbose)

@@ -109,22 +109,13 @@ def run(args: argparse.Namespace) -> int:
     )
     probe_run(ns)
 
-    print("[4/4] at the last checkpoint (mean over seeds):")
-    from vlground.results import load
+    print("[4/4] verdicts at the last checkpoint (effect size, 95% CI, corrected p; docs/statistics.md):")
+    from vlground.report.verdicts import final_verdicts
 
-    records = load(report_dir).checkpoint_rows()
     ok = True
-    for arch in archs:
-        last = [r for r in records if r["run"].startswith(f"{arch}/") and r["step"] == steps]
-        if not last:
-            continue
-        m = sum(r["match_surprisal"] for r in last) / len(last)
-        mm = sum(r["mismatch_surprisal"] for r in last) / len(last)
-        p = max(r["p_value"] if r["p_value"] is not None else 1.0 for r in last)
-        significant = m < mm and p < 1e-3
-        print(f"      {arch:12s} match {m:.3f}  mismatch {mm:.3f}  information gain {mm - m:+.3f}  "
-              f"p <= {p:.2g} (every seed)  -> {'grounded: match < mismatch' if significant else 'no significant effect'}")
-        if arch == "transformer" and not args.quick:
-            ok &= significant
+    for v in final_verdicts(report_dir):
+        print(f"      {v['text']}")
+        if str(v["group"]).startswith("transformer") and not args.quick:
+            ok &= v["verdict"] == "grounded"
     print(f"report: {(report_dir / 'report.html').resolve()}  ({time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1

@@ -97,15 +97,9 @@ def run(args: argparse.Namespace) -> int:
          "--annotations", str(val / "instances.json"), "--mismatch", str(mm), "--out", str(report), "--device", "cpu",
          "--probes", "behaviour,boxheads,boxablation,lens", "--mechanistic-checkpoints", "last", "--overwrite",
          "--ablation-draws", "5"])
-    from vlground.results import load
+    from vlground.report.verdicts import final_verdicts
 
-    records = load(report).checkpoint_rows()
-    last = [r for r in records if r["step"] == steps]
-    if last:
-        m = sum(r["match_surprisal"] for r in last) / len(last)
-        mm_ = sum(r["mismatch_surprisal"] for r in last) / len(last)
-        p = max(r["p_value"] if r["p_value"] is not None else 1.0 for r in last)
-        print(f"      last checkpoint, mean over seeds: match {m:.3f}  mismatch {mm_:.3f}  information gain {mm_ - m:+.3f}  "
-              f"p <= {p:.2g} (every seed)")
+    for v in final_verdicts(report):
+        print(f"      {v['text']}")
     print(f"report: {(report / 'report.html').resolve()}  ({time.perf_counter() - t0:.0f} s)")
     return 0

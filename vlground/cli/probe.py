@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser, argv=()) -> None:
     g.add_argument("--mechanistic-checkpoints", default="all", help="the checkpoints that also get the probes other than behaviour (same syntax; default: all)")
     g.add_argument("--overwrite", action="store_true", help="replace an --out that holds another probe's results")
     g.add_argument("--no-report", action="store_true", help="write results only, no report")
+    st = p.add_argument_group("verdicts (docs/statistics.md)")
+    st.add_argument("--min-effect", type=float, default=0.1, metavar="NATS",
+                    help="minimum effect of interest: a smaller information gain is 'no meaningful effect' whatever its p (default 0.1)")
+    st.add_argument("--correction", default="holm", choices=("holm", "bonferroni", "bh", "by", "hommel", "none"),
+                    help="multiple-testing correction across each group's checkpoints (default holm)")
     t = p.add_argument_group("text testbed and trained runs (childes, visdial_dinov2)")
     t.add_argument("--run", nargs="+", dest="runs", metavar="RUN", help="training run folder(s)")
     t.add_argument("--templates", type=Path, help="templates JSON: {env: [...], lan: [...], targets: [...]}")
@@ -127,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     for note in results.all_notes():
         log.warning(note)
     if not args.no_report:
-        path = write_report(args.out)
+        argv = getattr(args, "argv", None)
+        path = write_report(args.out, min_effect=getattr(args, "min_effect", 0.1), correction=getattr(args, "correction", "holm"),
+                            command=" ".join(["vlground", *argv]) if argv else None)
         print(f"probed {n} checkpoint(s); report: {path}")
     else:
         print(f"probed {n} checkpoint(s); results: {args.out / 'results.json'}")

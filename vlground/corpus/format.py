@@ -166,13 +166,20 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False, marker=None, k
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    try:
+        if final.exists():
+            if not overwrite or (marker is not None and not marker(final)):  # appeared meanwhile
+                raise InputError(f"{final}: appeared while this was being built (another build?); "
+                                 "nothing replaced, choose another --out or run again")
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

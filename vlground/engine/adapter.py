@@ -153,9 +153,11 @@ class Adapter(abc.ABC):
         names = {f.name for f in dataclasses.fields(cls.Options)}
         kwargs = {k: v for k, v in (options or {}).items() if k in names and v is not None}
         try:
-            return cls(cls.Options(**kwargs))
+            opts = cls.Options(**kwargs)
         except TypeError as exc:
             raise InputError(f"adapter {cls.name}: {exc}") from None
+        check_common_options(opts)
+        return cls(opts)
 
     # -- required -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -264,10 +266,33 @@ def gather_target_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, targe
     return (logp * valid).sum(-1)
 
 
+def check_common_options(opts) -> None:
+    """One-line errors for option values no adapter can use: ``--batch-size`` below 1, a
+    ``--limit`` below 1, a device this machine does not have."""
+    bs = getattr(opts, "batch_size", None)
+    if bs is not None and (not isinstance(bs, int) or bs < 1):
+        raise InputError(f"--batch-size: must be a whole number >= 1, got {bs!r}")
+    limit = getattr(opts, "limit", None)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise InputError(f"--limit: must be a whole number >= 1 (leave it out for no limit), got {limit!r}")
+    device = getattr(opts, "device", None)
+    if device is not None:
+        resolve_device(str(device))
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a device this machine lacks raises :class:`InputError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device: {name!r} is not a device (use auto, cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"--device {name}: no such CUDA device on this machine (use --device cpu or auto)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"--device {name}: MPS is not available on this machine (use --device cpu or auto)")
+    return dev
 
 
 def _jsonable(v):

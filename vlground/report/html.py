@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -151,7 +150,7 @@ def provenance(command: str | None = None, extra: dict | None = None) -> dict:
         "statsmodels": _version("statsmodels"),
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command or " ".join(["vlground", *sys.argv[1:]]) if sys.argv and "vlground" in sys.argv[0] else command or "(in-process)",
+        "command": command or "(written in-process: vlground.report.write_report)",
     }
     prov.update(extra or {})
     return prov

@@ -5,7 +5,7 @@ the baselines, score distributions of grounded and hallucinated words, example g
 flagged words highlighted next to the photo with its annotated boxes, mitigation effect, notes);
 images are inlined PNGs so the HTML stands alone. The report writer includes it with one call::
 
-    sections.extend(monitor_section.sections_for(out))   # every OUT/monitor*/monitor.json
+    sections.extend(monitor_section.sections_for(out))   # Section objects of every OUT/monitor*/monitor.json
 
 :func:`write_monitor_report` writes it as ``report.html`` of a monitor output folder.
 """
@@ -119,16 +119,14 @@ def _examples(examples: list[dict], threshold: float | None) -> str:
     return "".join(out)
 
 
-def render_monitor_section(result: dict) -> str:
-    """One HTML ``<section>`` for a monitor result (the dict ``vlground monitor`` writes as monitor.json)."""
-    task = result.get("task", "?")
+def render_monitor_body(result: dict) -> str:
+    """The body of the monitor's section for a monitor result (the dict ``vlground monitor`` writes as monitor.json)."""
     heads = result.get("heads", {})
     hl = ", ".join(f"L{h['layer']}.H{h['head']}" for h in heads.get("heads", []))
     mit = result.get("mitigation")
     threshold = mit["threshold"] if mit else (result.get("settings", {}).get("task", {}) or {}).get("threshold")
     level = "" if heads.get("level") is None else f", aggregate@{heads['level']:g}"
     parts = [
-        f"<section id=monitor><h2>Grounding monitor: task {html.escape(task)}</h2>",
         f"<p>{result.get('n_words', 0)} labelled words, {result.get('n_hallucinated', 0)} hallucinated / wrong. "
         f"Heads read (1-based layers): {html.escape(hl)} (from {html.escape(str(heads.get('source', '')))}"
         f"{level}). "
@@ -155,20 +153,34 @@ def render_monitor_section(result: dict) -> str:
         parts.append(_examples(result["examples"], threshold))
     if result.get("notes"):
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
-    parts.append("</section>")
     return "\n".join(parts)
 
 
-def sections_for(out: Path) -> list[str]:
-    """Sections of the monitor outputs kept inside a probe output folder (``OUT/monitor*/monitor.json``)."""
+def monitor_title(result: dict) -> str:
+    return f"Grounding monitor: task {result.get('task', '?')}"
+
+
+def render_monitor_section(result: dict) -> str:
+    """The monitor's section as standalone HTML (``<section>`` with its heading)."""
+    return (f"<section id=monitor><h2>{html.escape(monitor_title(result))}</h2>\n"
+            + render_monitor_body(result) + "\n</section>")
+
+
+def sections_for(out: Path) -> list:
+    """Report sections (:class:`vlground.report.html.Section`) of the monitor outputs kept inside a probe
+    output folder (``OUT/monitor*/monitor.json``), for the probe report."""
     import json
+
+    from vlground.report.html import Section
 
     found = []
     for f in sorted(Path(out).glob("monitor*/monitor.json")):
         try:
-            found.append(render_monitor_section(json.loads(f.read_text(encoding="utf-8"))))
+            result = json.loads(f.read_text(encoding="utf-8"))
+            found.append(Section(f"{monitor_title(result)} ({f.parent.name})", render_monitor_body(result)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            found.append(f"<p class=note>{html.escape(str(f))}: not a readable monitor result ({html.escape(type(exc).__name__)})</p>")
+            found.append(Section(f"Grounding monitor ({f.parent.name})",
+                                 f"<p class=note>{html.escape(str(f))}: not a readable monitor result ({html.escape(type(exc).__name__)})</p>"))
     return found
 
 

@@ -1,98 +1,273 @@
-"""Matplotlib figures from results (Agg backend; each function writes one PNG and returns its path)."""
+"""Matplotlib figures of the report (Agg backend; each function writes one PNG and returns its path).
+
+Conventions: probed steps are drawn as markers (a faint dotted line joins them only to guide the
+eye); the band over seeds is the min-max range of the seeds (it never leaves the valid range),
+and with at most :data:`MAX_SEED_LINES` seeds each seed is also drawn as a thin line; effect
+axes always show at least ``±2 x min_effect`` and shade the region below the minimum effect of
+interest, so a 1e-4-nat effect reads as the flat zero it is, not as a signal.
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"match": "tab:blue", "mismatch": "tab:red", "info_gain": "tab:blue", "r2": "tab:orange"}
+from vlground import stats  # noqa: E402
+
+COLORS = {"match": "tab:blue", "mismatch": "tab:red", "info_gain": "tab:blue", "r2": "tab:orange",
+          "gather": "tab:green", "aggregate": "tab:purple"}
+#: draw every seed as its own line up to this many seeds
+MAX_SEED_LINES = 5
+DPI = 110
 
 
-def _xs(rows):
-    return [r["step"] for r in rows]
-
-
-def _band(ax, rows, field, color, label):
-    rows = [r for r in rows if r.get(field) is not None and r.get("step") is not None]
-    if not rows:
-        return
-    xs = _xs(rows)
-    ax.plot(xs, [r[field] for r in rows], color=color, label=label, marker="o", ms=2.5, lw=1.4)
-    if any(r.get("n_seeds", 1) > 1 for r in rows):
-        ax.fill_between(xs, [r[field + "_low"] for r in rows], [r[field + "_high"] for r in rows], color=color, alpha=0.2, lw=0)
-
-
-def _finish(fig, ax, path: Path, xlabel="training step"):
-    ax.set_xlabel(xlabel)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
+    tmp.replace(path)
     return path
 
 
-def surprisal_plot(summary: list[dict], group: str, path: Path, reverse: bool = False) -> Path:
-    """Match vs mismatch surprisal over steps, mean and 95% band over seeds."""
+def _steps_axis(ax, steps) -> None:
+    ax.set_xlabel("training step")
+    steps = [s for s in steps if s is not None and math.isfinite(s)]
+    if steps and max(steps) > 10:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.5 if min(steps) <= 0 else None, max(steps) * 1.35)  # room for the last marker
+    ax.grid(alpha=0.3)
+
+
+def seed_series(ax, df, field: str, color: str, label: str, step: str = "step", seed: str = "seed") -> list:
+    """Mean over seeds (markers at probed steps), min-max band, and one thin line per seed when few.
+
+    ``df``: one row per (seed, step) with column ``field``. Returns the steps drawn.
+    """
+    d = df[[step, seed, field]].dropna()
+    if d.empty:
+        return []
+    steps = sorted(d[step].unique())
+    bands = [stats.seed_band(d.loc[d[step] == s, field].to_numpy()) for s in steps]
+    n_seeds = d[seed].nunique()
+    sparse = len(steps) <= 8
+    ax.plot(steps, [b[0] for b in bands], color=color, marker="o", ms=4 if sparse else 2.5,
+            lw=0.8 if sparse else 1.4, ls=":" if sparse else "-", label=f"{label} (mean of {n_seeds} seeds)" if n_seeds > 1 else label)
+    if n_seeds > 1:
+        ax.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], color=color, alpha=0.15, lw=0)
+        if n_seeds <= MAX_SEED_LINES:
+            for _, sd in d.groupby(seed):
+                sd = sd.sort_values(step)
+                ax.plot(sd[step], sd[field], color=color, lw=0.6, alpha=0.45)
+    return steps
+
+
+def surprisal_plot(per_ckpt, group: str, path: Path, reverse: bool = False) -> Path:
+    """Match vs mismatch surprisal over steps: mean, min-max band and lines over seeds."""
     p = "reverse_" if reverse else ""
-    rows = [r for r in summary if r["group"] == group]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    _band(ax, rows, f"{p}match_surprisal", COLORS["match"], "match")
-    _band(ax, rows, f"{p}mismatch_surprisal", COLORS["mismatch"], "mismatch")
+    steps = seed_series(ax, per_ckpt, f"{p}match_surprisal", COLORS["match"], "match")
+    steps += seed_series(ax, per_ckpt, f"{p}mismatch_surprisal", COLORS["mismatch"], "mismatch")
     ax.set_ylabel("surprisal (nats)")
+    ax.set_ylim(bottom=0)
     target = "w<ENV> given w<LAN>" if reverse else "w<LAN> given w<ENV>"
     ax.set_title(f"{group}: {target}", fontsize=10)
-    ax.legend(fontsize=8)
-    return _finish(fig, ax, path)
+    ax.legend(fontsize=7)
+    _steps_axis(ax, steps)
+    return _save(fig, path)
 
 
-def info_gain_plot(summary: list[dict], group: str, path: Path, reverse: bool = False) -> Path:
-    """Information gain (left axis) and R² against cumulative co-occurrence (right axis)."""
+def effect_axis(ax, values, min_effect: float) -> None:
+    """Y-limits showing at least ``±2 x min_effect`` and a shaded 'below minimum effect' zone."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    lo = min(-2 * min_effect, float(v.min()) if v.size else 0.0)
+    hi = max(2 * min_effect, float(v.max()) if v.size else 0.0)
+    pad = 0.05 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.axhspan(-min_effect, min_effect, color="0.85", alpha=0.6, lw=0, label=f"below the minimum effect ({min_effect:g} nats)")
+    ax.axhline(0, color="0.4", lw=0.6)
+
+
+def info_gain_plot(per_ckpt, group: str, path: Path, min_effect: float = stats.MIN_EFFECT, reverse: bool = False) -> Path:
+    """Information gain (left axis, never zoomed below ``±2 x min_effect``) and R² (right axis, 0-1)."""
     p = "reverse_" if reverse else ""
-    rows = [r for r in summary if r["group"] == group]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    _band(ax, rows, f"{p}info_gain", COLORS["info_gain"], "information gain")
+    steps = seed_series(ax, per_ckpt, f"{p}info_gain", COLORS["info_gain"], "information gain")
+    cols = [c for c in (f"{p}info_gain",) if c in per_ckpt]
+    effect_axis(ax, per_ckpt[cols[0]].tolist() if cols else [], min_effect)
     ax.set_ylabel("information gain (nats)", color=COLORS["info_gain"])
-    ax2 = ax.twinx()
-    _band(ax2, rows, f"{p}r2_cooc", COLORS["r2"], "R² vs co-occurrence")
-    ax2.set_ylabel("R²", color=COLORS["r2"])
-    ax2.set_ylim(0, 1)
-    ax.set_title(f"{group}: information gain and R²{' (reverse)' if reverse else ''}", fontsize=10)
-    return _finish(fig, ax, path)
+    if f"{p}r2_cooc" in per_ckpt and per_ckpt[f"{p}r2_cooc"].notna().any():
+        ax2 = ax.twinx()
+        seed_series(ax2, per_ckpt, f"{p}r2_cooc", COLORS["r2"], "R² vs co-occurrence")
+        ax2.set_ylabel("R² vs co-occurrence", color=COLORS["r2"])
+        ax2.set_ylim(0, 1)
+    ax.set_title(f"{group}: information gain{' (reverse)' if reverse else ''}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    _steps_axis(ax, steps)
+    return _save(fig, path)
 
 
-def layer_curves(rows: list[dict], value: str, path: Path, title: str, ylabel: str) -> Path:
-    """One curve per layer over steps: mean over runs of a group, with a 95% band over seeds."""
-    from vlground.metrics import mean_band
+def training_curves(logs: dict[str, list[dict]], path: Path) -> Path:
+    """Training loss (solid) and validation loss (markers at checkpoints) of each run."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    cmap = plt.get_cmap("tab10")
+    steps: list = []
+    for i, (run, recs) in enumerate(sorted(logs.items())):
+        tr = [(r["step"], r["loss"]) for r in recs if r.get("loss") is not None]
+        va = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+        c = cmap(i % 10)
+        if tr:
+            ax.plot(*zip(*tr), color=c, lw=1.1, label=f"{run} train")
+            steps += [s for s, _ in tr]
+        if va:
+            ax.plot(*zip(*va), color=c, lw=0.6, ls="--", marker="s", ms=3, label=f"{run} validation")
+            steps += [s for s, _ in va]
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title("training (solid) and validation (dashed, at checkpoints) loss", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    _steps_axis(ax, steps)
+    return _save(fig, path)
 
-    layers = sorted({r["layer"] for r in rows})
+
+def layer_curves(df, value: str, path: Path, title: str, ylabel: str, ylim: tuple | None = None) -> Path:
+    """One series per layer over steps (markers at the probed steps; min-max band over seeds).
+
+    ``df``: rows with ``layer, step, seed, <value>``; ``layer`` as users read it (1-based).
+    """
+    layers = sorted(df["layer"].unique())
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     cmap = plt.get_cmap("viridis", max(2, len(layers)))
+    steps: list = []
     for i, layer in enumerate(layers):
-        steps = sorted({r["step"] for r in rows if r["layer"] == layer and r.get(value) is not None})
-        bands = [mean_band([r[value] for r in rows if r["layer"] == layer and r["step"] == s and r.get(value) is not None]) for s in steps]
-        ax.plot(steps, [b[0] for b in bands], color=cmap(i), label=f"L{layer}", lw=1.2)
-        ax.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], color=cmap(i), alpha=0.15, lw=0)
+        sub = df[df["layer"] == layer].groupby(["step", "seed"], as_index=False)[value].mean()
+        steps += seed_series(ax, sub, value, cmap(i), f"layer {layer}")
     ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6, ncol=2)
-    return _finish(fig, ax, path)
+    _steps_axis(ax, steps)
+    return _save(fig, path)
 
 
-def heatmap(matrix, xlabels, ylabels, path: Path, title: str, xlabel: str, ylabel: str, cbar: str) -> Path:
+def heatmap(matrix, xlabels, ylabels, path: Path, title: str, xlabel: str, ylabel: str, cbar: str,
+            marks: dict | None = None, cmap: str = "magma") -> Path:
+    """A labelled heatmap with a colorbar; ``marks`` = {(row, col): color} outlines cells."""
+    matrix = np.asarray(matrix, dtype=float)
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(xlabels) + 2), max(3, 0.3 * len(ylabels) + 1.5)))
-    im = ax.imshow(matrix, aspect="auto", cmap="magma", interpolation="nearest")
-    ax.set_xticks(range(len(xlabels)), [str(x) for x in xlabels], rotation=90, fontsize=6)
+    im = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=cmap, interpolation="nearest")
+    ax.set_xticks(range(len(xlabels)), [str(x) for x in xlabels], rotation=90, fontsize=7)
     ax.set_yticks(range(len(ylabels)), [str(y) for y in ylabels], fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
+    for (r, c), color in (marks or {}).items():
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec=color, lw=2))
     fig.colorbar(im, ax=ax, label=cbar)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return _save(fig, path)
+
+
+def head_grid(maps, tokens: list[str], layers: list[int], path: Path, title: str, marks: dict | None = None) -> Path:
+    """Every head's saliency map in one grid: rows = layers, columns = heads.
+
+    ``maps``: ``[layers, heads, seq, seq]`` (row i, column j = flow from token j into token i),
+    drawn on one shared colour scale with one colorbar; layer and head numbers label the grid,
+    tokens tick the outer axes, and ``marks`` = {(layer_index, head): (color, label)} outlines
+    identified heads (gather / aggregate).
+    """
+    maps = np.asarray(maps, dtype=float)
+    n_l, n_h, seq = maps.shape[0], maps.shape[1], maps.shape[2]
+    cell = 1.9 if seq <= 12 else 2.4
+    fig, axes = plt.subplots(n_l, n_h, figsize=(cell * n_h + 2.2, cell * n_l + 1.8), squeeze=False)
+    finite = maps[np.isfinite(maps)]
+    vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    im = None
+    show_tokens = seq <= 24
+    for li in range(n_l):
+        for h in range(n_h):
+            ax = axes[li, h]
+            im = ax.imshow(maps[li, h], cmap="viridis", vmin=0, vmax=vmax or 1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if li == 0:
+                ax.set_title(f"head {h + 1}", fontsize=8)
+            if h == 0:
+                ax.set_ylabel(f"layer {layers[li]}", fontsize=8)
+                if show_tokens:
+                    ax.set_yticks(range(seq), tokens[:seq], fontsize=5.5)
+            if li == n_l - 1 and show_tokens:
+                ax.set_xticks(range(seq), tokens[:seq], rotation=90, fontsize=5.5)
+            mark = (marks or {}).get((li, h))
+            if mark:
+                for s in ax.spines.values():
+                    s.set_edgecolor(mark[0])
+                    s.set_linewidth(3)
+    handles = {v for v in (marks or {}).values()}
+    if handles:
+        from matplotlib.patches import Patch
+
+        fig.legend([Patch(fc="none", ec=c, lw=2) for c, _ in sorted(handles)], [lab for _, lab in sorted(handles)],
+                   loc="upper right", bbox_to_anchor=(0.99, 0.995), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10, x=0.02, y=0.995, ha="left")
+    fig.tight_layout(rect=(0, 0, 0.88, 0.93))
+    cax = fig.add_axes((0.9, 0.15, 0.018, 0.7))
+    fig.colorbar(im, cax=cax, label="saliency (shared scale)")
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
+    tmp.replace(path)
     return path
+
+
+def box_overlay(panels: list[dict], path: Path, title: str) -> Path:
+    """Photos side by side, each with its box and a per-patch saliency overlay.
+
+    ``panels``: ``{"image": HxWx3 uint8 array, "box": (x, y, w, h) in pixels or None,
+    "patches": [grid_h, grid_w] saliency or None, "label": str}``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.8), squeeze=False)
+    im = None
+    vmax = max([float(np.nanmax(p["patches"])) for p in panels if p.get("patches") is not None] + [1e-12])
+    for ax, p in zip(axes[0], panels):
+        img = np.asarray(p["image"])
+        ax.imshow(img)
+        if p.get("patches") is not None:
+            h, w = img.shape[:2]
+            im = ax.imshow(np.asarray(p["patches"], dtype=float), cmap="inferno", alpha=0.55, extent=(0, w, h, 0),
+                           vmin=0, vmax=vmax, interpolation="nearest")
+        if p.get("box") is not None:
+            x, y, bw, bh = p["box"]
+            ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, ec="cyan", lw=2))
+        ax.set_title(p.get("label", ""), fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), label="saliency into the name", shrink=0.8)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def shares_over_training(df, path: Path) -> Path:
+    """Share of all saliency carried by gather and aggregate heads (markers at probed steps)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    steps: list = []
+    for key, color in (("gather_saliency_share", COLORS["gather"]), ("aggregate_saliency_share", COLORS["aggregate"])):
+        if key in df:
+            steps += seed_series(ax, df, key, color, key.split("_")[0])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of all saliency")
+    ax.set_title("saliency carried by gather / aggregate heads", fontsize=10)
+    ax.legend(fontsize=7)
+    _steps_axis(ax, steps)
+    return _save(fig, path)

@@ -151,6 +151,7 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         log.info("%s: already complete (step %d)", run, h.steps)
         return
     if main:
+        _clean_stale_checkpoint_temps(run)
         write_json(run / "run.json", spec)
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
                                          "n_train": int(len(train_idx)), "val": val_idx.tolist()})
@@ -285,6 +286,17 @@ def _prepare_run_dir(run: Path, spec: dict, resume: bool):
         except ckpt.CorruptCheckpoint as exc:
             log.warning("%s: the final checkpoint is damaged (%s); resuming before it", run, exc)
     return "resume" if done else None
+
+
+def _clean_stale_checkpoint_temps(run: Path) -> None:
+    """Remove ``checkpoints/.step-<N>.tmp-<pid>-*`` folders of a killed trainer (we hold the run's lock)."""
+    from vlground.corpus.format import clean_stale_temps
+
+    root = run / ckpt.CHECKPOINTS
+    names = {p.name[1:].split(".", 1)[0] for p in root.glob(".step-*")} if root.is_dir() else set()
+    for name in sorted(names):
+        for p in clean_stale_temps(root / name):
+            log.info("removed %s (left by a killed run)", p)
 
 
 def _describe_diff(key, old, new) -> str:

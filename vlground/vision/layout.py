@@ -143,7 +143,7 @@ def brightness(pixels: np.ndarray, image_processor: Any) -> np.ndarray:
         mean = np.asarray(getattr(image_processor, "image_mean", None) or [0.0] * x.shape[0])[:, None, None]
         std = np.asarray(getattr(image_processor, "image_std", None) or [1.0] * x.shape[0])[:, None, None]
         x = x * std + mean
-    return x.mean(0)
+    return np.clip(x.mean(0), 0.0, 1.0)
 
 
 def token_brightness(grid: TokenGrid, view: np.ndarray) -> np.ndarray:

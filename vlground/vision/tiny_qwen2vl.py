@@ -37,29 +37,44 @@ def tiny_qwen_tokenizer():
     return fast
 
 
-def tiny_qwen2vl_parts(seed: int = 0, patch_size: int = 4, max_tokens: int = 48, layers: int = 2, heads: int = 4):
-    """``(model, image_processor, tokenizer)`` of a tiny Qwen2-VL (see the module docstring)."""
+def tiny_qwen2vl_parts(seed: int = 0, patch_size: int = 4, max_tokens: int = 48, layers: int = 2, heads: int = 4,
+                       version: str = "2"):
+    """``(model, image_processor, tokenizer)`` of a tiny Qwen2-VL (``version="2.5"``: Qwen2.5-VL, windowed
+    vision attention; see the module docstring)."""
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = tiny_qwen_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
     hidden = 32
     head_dim = hidden // heads
-    config = Qwen2VLConfig(
+    if version == "2.5":
+        vision = dict(depth=2, hidden_size=16, out_hidden_size=hidden, intermediate_size=32, num_heads=2,
+                      patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, window_size=4 * patch_size,
+                      fullatt_block_indexes=[1])
+    else:
+        vision = dict(depth=1, embed_dim=16, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=patch_size,
+                      spatial_merge_size=2, temporal_patch_size=2)
+    config_cls, model_cls = ((Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration) if version == "2.5"
+                             else (Qwen2VLConfig, Qwen2VLForConditionalGeneration))
+    config = config_cls(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=512,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                           "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8]},
                          bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(depth=1, embed_dim=16, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=patch_size,
-                           spatial_merge_size=2, temporal_patch_size=2),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_cls(config).eval()
     with torch.no_grad():  # larger embeddings than the 0.02 init, so scores vary by word
         model.get_input_embeddings().weight.normal_(0, 1.0)
     factor = patch_size * 2

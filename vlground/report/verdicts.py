@@ -1,0 +1,100 @@
+"""Verdicts per run group and step from a results folder (items table -> vlground.stats).
+
+``verdict_table(res)`` gives one row per (group, step): effect size (nats), interval, corrected
+p-value and the label; ``final_verdict_lines(out)`` the one-line claims for each group's last
+probed step, as the demo prints them. Computed verdicts are kept in ``OUT/verdicts.json``
+(keyed by the results file's content and the statistics options, so a re-run never returns
+another input's verdicts).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from vlground import stats
+from vlground.results import Results, load
+
+
+def verdict_table(res: Results, *, min_effect: float = stats.MIN_EFFECT, correction: str = "holm",
+                  direction: str = "env2lan", n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Rows ``{group, step, n_seeds, n_pairs, effect, ci_low, ci_high, method, p_corrected,
+    correction, min_effect, verdict, line}``, groups sorted, steps ascending (final model last)."""
+    cached = _cache_get(res, min_effect, correction, direction, n_boot, seed)
+    if cached is not None:
+        return cached
+    gains = stats.item_gains(res.frame("items"), direction)
+    rows = []
+    if not gains.empty:
+        if "group" not in gains:
+            gains["group"] = gains.get("run", "all")
+        gains["seed"] = gains["seed"].fillna(-1) if "seed" in gains else 0
+        found = stats.group_verdicts(gains, min_effect=min_effect, correction=correction, n_boot=n_boot, seed=seed)
+        for (group, step), v in sorted(found.items(), key=lambda kv: (str(kv[0][0]), math.inf if kv[0][1] is None else kv[0][1])):
+            e = v.estimate
+            rows.append({"group": group, "step": None if step is None else int(step), "n_seeds": v.n_seeds, "n_pairs": e.n,
+                         "effect": e.mean, "ci_low": e.low, "ci_high": e.high, "method": e.method,
+                         "p_corrected": v.p_corrected, "correction": correction, "min_effect": min_effect,
+                         "verdict": v.label, "line": v.line()})
+    _cache_put(res, rows, min_effect, correction, direction, n_boot, seed)
+    return rows
+
+
+def final_rows(rows: list[dict]) -> list[dict]:
+    """Each group's last probed step (the final model when there is one)."""
+    last: dict = {}
+    for r in rows:
+        old = last.get(r["group"])
+        if old is None or old["step"] is not None and (r["step"] is None or r["step"] > old["step"]):
+            last[r["group"]] = r
+    return [last[g] for g in sorted(last)]
+
+
+def final_verdicts(out: str | Path, **options) -> list[dict]:
+    """Each group's last-step verdict row (see :func:`verdict_table`) with ``text``:
+    ``"<group> at step N: information gain ... -> grounded"``."""
+    rows = final_rows(verdict_table(load(out), **options))
+    return [{**r, "text": f"{r['group']} at {_at(r['step'])}: {r['line']}"} for r in rows]
+
+
+def final_verdict_lines(out: str | Path, **options) -> list[str]:
+    """The ``text`` of :func:`final_verdicts`: one line per group."""
+    return [r["text"] for r in final_verdicts(out, **options)]
+
+
+def _at(step) -> str:
+    return "the final model" if step is None else f"step {step}"
+
+
+def _key(res: Results, *options) -> str | None:
+    if res.path is None or not (res.path / "results.json").is_file():
+        return None
+    h = hashlib.sha256((res.path / "results.json").read_bytes())
+    items = res.path / "items.parquet"
+    if items.is_file():
+        h.update(items.read_bytes())
+    h.update(json.dumps(options).encode())
+    return h.hexdigest()[:20]
+
+
+def _cache_get(res: Results, *options):
+    key = _key(res, *options)
+    f = res.path / "verdicts.json" if res.path is not None else None
+    if key is None or f is None or not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data.get("rows") if data.get("key") == key else None
+
+
+def _cache_put(res: Results, rows: list[dict], *options) -> None:
+    key = _key(res, *options)
+    if key is None:
+        return
+    from vlground.report.html import write_atomic
+
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    write_atomic(res.path / "verdicts.json", json.dumps({"key": key, "rows": clean}, indent=1))
