@@ -292,6 +292,7 @@ class HFVisionLanguageAdapter(Adapter):
         tok = loaded.tokenizer
         prompt_ids = tok(prompt).input_ids
         out: list[ProbeItem] = []
+        layouts: dict[str, Any] = {}
         annotations = coco.annotations[: o.limit] if o.limit is not None else coco.annotations
         for ann in annotations:
             image = coco.images[ann.image_id]
@@ -300,7 +301,9 @@ class HFVisionLanguageAdapter(Adapter):
                 word_ids = _word_ids(tok, prompt, prompt_ids, ann.category)
                 mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
                 size = (image.width, image.height)
-                layout = self.image_layout(loaded, self.encode(loaded, str(image.path)), size)
+                if str(image.path) not in layouts:  # one processor run per image, not per object
+                    layouts[str(image.path)] = self.image_layout(loaded, self.encode(loaded, str(image.path)), size)
+                layout = layouts[str(image.path)]
             except InputError as exc:
                 self._skipped.append(f"{where}: {exc}")
                 log.warning("skipped %s: %s", where, exc)

@@ -219,3 +219,18 @@ def test_word_edges_codes_terminators_ages():
     assert (7, "E316") in errors("*CHI:\thello +=.")
     text = chat("*CHI:\thi .").replace("CHI|||||Target", "CHI|2;6.||||Target")
     assert {(p.line, p.code) for p in read_chat_text(text, "t.cha").errors} == {(5, "E517")}
+
+
+def test_digits_in_words_by_language():
+    assert errors("*CHI:\tI have 3 cats .") == {(7, "E220")}
+    assert errors("*CHI:\the 0is here (1.5) ⌈2 ok ⌉2 .", "*MOT:\t⌊2 yes ⌋2 .") == set()
+    assert errors("*CHI:\tsay hao3@s:zho .") == set()  # the word's language writes digits
+    text = chat("*CHI:\tni3 hao3 .").replace("eng", "zho")
+    assert read_chat_text(text, "t.cha").ok
+
+
+@pytest.mark.parametrize("text", ["he 0is here", "a0b", "0", "x 10", "(0.5)", "abc", "\n0x", " 0", "w9"])
+def test_has_digit_is_digit_search(text):
+    from vlground.chat.maintier import DIGIT, has_digit
+
+    assert has_digit(text) == bool(DIGIT.search(text))

@@ -158,3 +158,48 @@ def test_from_pretrained_folder(tmp_path):
     bit.save_pretrained(tmp_path / "dino")
     Dinov2Config(patch_size=14).save_pretrained(tmp_path / "dino")
     assert Preprocess.from_pretrained(str(tmp_path / "dino")) == Preprocess.dinov2()
+
+
+# ---------------------------------------------------------------- image-token layouts
+
+
+def test_single_grid_layout_is_box_to_patches_with_positions():
+    from vlground.vision.layout import box_to_tokens, single_grid_layout
+
+    positions = list(range(5, 5 + 1 + 24 * 24))  # a kept CLS first, then the 24x24 grid
+    layout = single_grid_layout(LLAVA, (600, 400), positions)
+    assert layout.prefix == (5,) and layout.grids[0].positions[0] == 6 and layout.n_tokens == 577
+    box = (100, 0, 100, 50)
+    pm = box_to_patches(box, (600, 400), LLAVA)
+    assert box_to_tokens(layout, box).positions.tolist() == (6 + pm.indices).tolist()
+    with pytest.raises(ValueError, match="575 image tokens for a 24x24 grid"):
+        single_grid_layout(LLAVA, (600, 400), positions[:575])
+
+
+def test_box_counts_in_every_view_that_shows_it():
+    from vlground.vision.layout import ImageTokenLayout, TokenGrid, box_to_tokens
+
+    # a 200x100 image: a base view squeezed to 4x4 cells of 10 px (40x40), and a 'tiles' view of the
+    # right half only (x 100..200 -> 0..40 at 0.4 px/px, 2 rows of 2 cells of 20 px)
+    base = TokenGrid("base", 4, 4, 10, (40 / 200, 40 / 100, 0, 0), tuple(range(16)))
+    right = TokenGrid("tiles", 2, 2, 20, (0.4, 0.4, -40, 0), (16, 17, 19, 20), crops=2)
+    layout = ImageTokenLayout((200, 100), (base, right), separators=(18, 21))
+    left_box = box_to_tokens(layout, (0, 0, 50, 100))  # x 0..50: base cols 0..0.99 -> col 0; not in the right half
+    assert left_box.masks["base"].indices.tolist() == [0, 4, 8, 12] and left_box.masks["tiles"].indices.size == 0
+    both = box_to_tokens(layout, (100, 0, 100, 50))  # right half, top: base cols 2..3 rows 0..1; tiles row 0
+    assert both.masks["base"].indices.tolist() == [2, 3, 6, 7] and both.masks["tiles"].indices.tolist() == [0, 1]
+    assert both.positions.tolist() == [2, 3, 6, 7, 16, 17]
+    assert 18 not in both.positions and layout.grid_of()[18] == "separator"
+    outside = box_to_tokens(layout, (300, 0, 10, 10))
+    assert outside.positions.size == 0 and "outside the model input" in outside.problem
+    assert layout.summary()["grids"][1] == {"name": "tiles", "rows": 2, "cols": 2, "merge": 1, "crops": 2}
+
+
+def test_token_brightness_reads_each_cell():
+    from vlground.vision.layout import TokenGrid, token_brightness
+
+    view = np.zeros((8, 12))
+    view[0:4, 4:8] = 1.0  # cell (0, 1) white
+    view[4:8, 8:10] = 1.0  # half of cell (1, 2)
+    g = TokenGrid("image", 2, 3, 4, (1, 1, 0, 0), tuple(range(6)))
+    assert token_brightness(g, view).tolist() == [0, 1, 0, 0, 0, 0.5]

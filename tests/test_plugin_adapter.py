@@ -119,3 +119,18 @@ def test_plugin_runs_through_the_cli(plugin, tmp_path, capsys):
     from vlground.results import load
 
     assert load(out).checkpoint_rows()[0]["n_pairs"] == 3
+
+
+def test_probe_help_lists_the_adapters_own_flags(plugin, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "--adapter", "myqwen", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "options of adapter myqwen" in out and "--token-budget" in out and "most image tokens per image" in out
+    flat = " ".join(out.split())
+    assert re.search(r"registered adapter name \([^)]*\bmyqwen\b", flat)  # listed among the known adapters
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "--adapter", "myqwen", "--out", "x", "--token-budgt", "3"])
+    assert exc.value.code == 2 and "unrecognized arguments: --token-budgt" in capsys.readouterr().err
+    assert main(["probe", "--adapter", "myqwen", "--out", "x", "--min-env", "3"]) == 2
+    assert "adapter myqwen has no option --min-env" in capsys.readouterr().err

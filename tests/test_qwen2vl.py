@@ -171,3 +171,34 @@ def test_qwen25_vl_passes_the_kit(tmp_path, mismatch_dir):
     adapter = make(folder, mismatch_dir, limit=3)
     check_adapter(adapter, max_items=6)
     assert type(adapter.load(adapter.checkpoints()[0]).model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+
+
+def test_separator_tokens_are_not_artefacts():
+    """A LLaVA-NeXT newline token has its own learned embedding: an outlying norm, but no image content."""
+    from vlground.engine.adapter import ProbeBatch
+    from vlground.probes.boxheads import comparable_measures
+
+    S = 12
+    span = torch.zeros(1, S, dtype=torch.bool)
+    span[0, 2:10] = True
+    sep = torch.zeros(1, S, dtype=torch.bool)
+    sep[0, 9] = True
+    norms = torch.ones(1, S)
+    norms[0, 2:10] = torch.tensor([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 40.0])
+    rows = torch.ones(1, 1, 1, S)
+    inside = torch.zeros(1, S, dtype=torch.bool)
+    inside[0, 3] = True
+    views = {"tiles": span & ~sep, "separator": sep}
+    batch = ProbeBatch([], {}, torch.zeros(1, 1), torch.zeros(1, 1), inside, span, views)
+    cmp = comparable_measures([(batch, rows, norms)])
+    assert cmp["n_artefacts"].tolist() == [0.0]
+    assert torch.allclose(cmp["view:separator"][0, 0, 0], torch.tensor(1 / 8))
+
+
+def test_bfloat16_with_a_device_map_passes_the_kit(qwen_dir, mismatch_dir):
+    """The 7B loading path (``--dtype bfloat16 --device-map ...``), here with every layer on the CPU."""
+    adapter = make(qwen_dir, mismatch_dir, dtype="bfloat16", device_map="cpu", limit=3)
+    assert adapter.load_kwargs()["device_map"] == "cpu"
+    loaded = adapter.load(adapter.checkpoints()[0])
+    assert loaded.model.dtype == torch.bfloat16
+    check_adapter(adapter, max_items=4)

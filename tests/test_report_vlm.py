@@ -21,3 +21,13 @@ def test_llava_behaviour_saliency_boxheads_report(tiny_llava_dir, mismatch_dir, 
         assert anchor in info["sections"], (anchor, info["sections"])
     assert "Key findings" in text and "the final model" in text and "vlground probe --adapter llava15" in text
     assert (out / "verdicts.csv").is_file()
+    assert "box-overlay-" in text  # the photo with its box and the strongest heads' per-patch saliency
+    from vlground.results import load
+
+    res = load(out)
+    (rec,) = res.records("boxheads")
+    arr = res.arrays(rec["key"])
+    g = arr["boxheads.overlay_match"].shape[0]
+    assert arr["boxheads.overlay_match"].shape == (g, g) == arr["boxheads.overlay_match_mask"].shape
+    assert arr["boxheads.overlay_match_mask"].any() and arr["boxheads.overlay_match_image"].dtype.name == "uint8"
+    assert "boxheads.overlay_mismatch" in arr

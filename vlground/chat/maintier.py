@@ -45,6 +45,23 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x14\x16-\x1f\x7f]")  # after removing \x0
 _UNDERLINE = re.compile("\x02[\x01\x02]")
 _PAUSE = re.compile(r"\(\.{1,3}\)|\((\d+:)?\d*\.?\d*\)")
 _CA_OMISSION = re.compile(r"\([^\s()]*[^\W\d_][^\s()]*\)")  # (word): the whole token in parentheses
+#: languages whose words may hold digits (tone numbers ...), TalkBank's validNumberLanguages
+NUMBER_LANGUAGES = frozenset("zho cym vie tha nan yue min hak".split())
+DIGIT = re.compile(r"[1-9]|\S0")  # a digit that is not the omission prefix 0word
+
+
+def has_digit(text: str) -> bool:
+    """``DIGIT.search(text)``, several times faster on text without such digits (substring tests)."""
+    if "1" in text or "2" in text or "3" in text or "4" in text or "5" in text or "6" in text \
+            or "7" in text or "8" in text or "9" in text:
+        return True
+    i = text.find("0")
+    while i != -1:
+        if i and not text[i - 1].isspace():
+            return True
+        i = text.find("0", i + 1)
+    return False
+_PRECODE = re.compile(r"\[- ([a-z]{2,3})\]")
 _OTHER_SPOKEN = re.compile(r"&\*([A-Za-z0-9_']+):(\S+)")
 _P = r"\((?:\.{1,3}|\d+(?::\d+)?\.\d*)\)"
 _GLUED_PAUSE = re.compile(rf"[^\W_]{_P}|{_P}[^\W_]")  # a pause glued to a letter or digit
@@ -53,6 +70,8 @@ _CA_PAIRED = "\u2206\u2207\u00b0\u2581\u2594\u263a\u264b\u2047\u222c\u03ab\u222e
 _CA_CHARS = re.compile(f"[{_CA_PAIRED}]")
 _MARK_CHARS = re.compile(f"[{_CA_PAIRED}\u2308\u2309\u230a\u230b]")
 _OVERLAP = re.compile(r"[\u2308\u2309\u230a\u230b](\d?)")
+_OVERLAP_BEGIN, _OVERLAP_END = "\u2308\u230a", "\u2309\u230b"
+_OVERLAP_PAIR = {"\u2308": "\u2309", "\u230a": "\u230b", "\u2309": "\u2308", "\u230b": "\u230a"}
 _RETRACE = frozenset({"[/]", "[//]", "[///]", "[/-]", "[/?]", "[e]"})
 _SIMPLE_CODES = re.compile(
     r"\[(?:/|//|///|/-|/\?|e|!|!!|\?|[<>]\d?|\"|\^c|\*|\+|-|=|=!|=\?|%|:|::|#|\^|\+\+|e)"
@@ -83,11 +102,15 @@ class MainTier:
 
     def __init__(self, checker: "Checker", u: "RawUtterance", index: int, multilingual: bool,
                  longs: list, ca_mode: bool = False,
-                 participants: dict[str, str] | None = None) -> None:
+                 participants: dict[str, str] | None = None,
+                 languages: list[str] | None = None, check_digits: bool = True) -> None:
         self.c, self.u, self.index = checker, u, index
         self.multilingual, self.longs = multilingual, longs
         self.ca_mode = ca_mode  #: @Options: CA: terminator optional, (word) omissions legal
         self.participants = participants or {}  #: for &*SPK:word; empty: not checked
+        self.languages = languages or []  #: @Languages (digits in words: E220)
+        #: digits in words checked: @Languages known, none writes digits, the file has some
+        self.check_digits = check_digits
         self.line = u.line
 
     def err(self, code: str, message: str) -> None:
@@ -113,7 +136,8 @@ class MainTier:
         if CONTROL.search(text):
             self.err("E315", "control character in main tier")
         stripped = text.strip()
-        if _PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped):
+        if (_PLAIN.fullmatch(stripped) and not _UNTRANSCRIBED.search(stripped)
+                and not (self.languages and self.check_digits and DIGIT.search(stripped))):
             if _ILLEGAL_UNTRANSCRIBED.search(stripped):
                 self.err("E241", "xx, yy, ww and upper-case XXX YYY WWW are not legal; use xxx, yyy or www")
             return (*_plain_counts(stripped), [])
@@ -153,7 +177,9 @@ class MainTier:
             self.err("E375", "no space before a [...] code")
         # the last token that is not a code or bullet: a contour/latching mark there ends the
         # utterance; anywhere before, it is a separator inside it
-        last = max((k for k, t in enumerate(tokens) if t[0] not in "[\x15"), default=-1)
+        last = -1
+        if not CA_SEPARATORS.isdisjoint(tokens):
+            last = max((k for k, t in enumerate(tokens) if t[0] not in "[\x15"), default=-1)
         marks = _MARK_CHARS.search(text) is not None  # overlap or CA delimiters somewhere
         comma = False
         for k, tok in enumerate(tokens):
@@ -239,11 +265,12 @@ class MainTier:
         for ch, n in ca.items():
             if ch in _CA_PAIRED and n % 2:
                 self.err("E230", f"unbalanced CA delimiter {ch}")
-        for top, bottom in (("\u2308", "\u2309"), ("\u230a", "\u230b")):
-            for index in "23456789 ":
-                index = index.strip()
-                if ca.get(top + index, 0) != ca.get(bottom + index, 0):
-                    self.err("E348", f"overlap {top + index} not closed by {bottom + index} in this utterance")
+        for mark in [m for m in ca if m[0] in _OVERLAP_BEGIN] + [m for m in ca if m[0] in _OVERLAP_END]:
+            other = _OVERLAP_PAIR[mark[0]] + mark[1:]
+            if mark[0] in _OVERLAP_BEGIN and ca[mark] != ca.get(other, 0):
+                self.err("E348", f"overlap {mark} not closed by {other} in this utterance")
+            elif mark[0] in _OVERLAP_END and other not in ca:
+                self.err("E348", f"overlap {mark} without {other} before it in this utterance")
         if not terminated and not self.ca_mode:
             self.err("E304", "missing terminator")
         elif not content:
@@ -342,11 +369,26 @@ class MainTier:
         if tok.strip("#") == "":
             self.err("E309", f"unexpected {tok!r}")
             return None
+        if self.check_digits and DIGIT.search(tok) and not self._digits_allowed(tok):
+            self.err("E220", f"{tok!r}: digits in a word (write numbers as words)")
         if first == "(" and not self.ca_mode and _CA_OMISSION.fullmatch(tok):
             self.err("E212", f"{tok!r}: a CA omission (word) needs @Options: CA (else use 0word)")
         self._check_word(tok)
         items.append(["word", 1, 1])
         return "word"
+
+    def _digits_allowed(self, tok: str) -> bool:
+        """Digits are legal in words of a few languages: the word's ``@s:lang``, else the
+        utterance's ``[- lang]``, else any of @Languages (no @Languages: not checked)."""
+        base, _, form = tok.partition("@")
+        if not DIGIT.search(_OVERLAP.sub("", base)):
+            return True  # the digits are overlap indices (⌈2) or in the form marker (@z:x1)
+        if form.startswith("s:"):
+            return not NUMBER_LANGUAGES.isdisjoint(re.split(r"[+&]", form[2:]))
+        precode = _PRECODE.search(self.u.text)
+        if precode:
+            return precode.group(1) in NUMBER_LANGUAGES
+        return not self.languages or not NUMBER_LANGUAGES.isdisjoint(self.languages)
 
     def _check_word(self, tok: str) -> None:
         if "@" in tok:

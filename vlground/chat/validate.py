@@ -16,16 +16,19 @@ and skip the token pass.
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from vlground.chat.fast import COMMON
 from vlground.chat.headers import SPEAKER, HeaderInfo, check_headers
-from vlground.chat.maintier import CONTROL, MainTier, common_tier_counts
+from vlground.chat.maintier import CONTROL, NUMBER_LANGUAGES, MainTier, common_tier_counts, has_digit
 from vlground.chat.tiers import check_dependents
 from vlground.chat.types import Problem
 
 if TYPE_CHECKING:
     from vlground.chat.reader import RawUtterance
+
+_TIMED_PAUSE = re.compile(r"\([0-9:.]+\)")
 
 #: headers that may appear between a main tier and its dependent tiers without ending it
 HEADERS_INSIDE_UTTERANCE_BLOCK: frozenset[str] = frozenset()
@@ -62,6 +65,12 @@ class Checker:
         points: list[list[str]] = []  # per utterance: overlap begin marks (⌈, ⌊2, ...)
         no_points: list[str] = []  # shared by every fast-path utterance (never changed)
         multilingual = len(languages) > 1
+        # digits in words are checked on the token pass (E220); most languages ban them
+        # (by the word's language on the token pass; the fast path sends utterances with digits
+        # there only where no language of the file writes them, as its words have no @s:lang)
+        digits_checked = bool(languages) and has_digit("\n".join([u.text for u in utts]))
+        digits_banned = digits_checked and NUMBER_LANGUAGES.isdisjoint(languages)
+        digit = has_digit
         ca_mode = self.info.ca_mode
         problems = self.problems
         good_speakers: set[str] = set()
@@ -83,6 +92,7 @@ class Checker:
             # fast path: common well-formed markup passes every main-tier check (fast.py)
             stripped = text.strip()
             u.fast = ("\x15" not in text and "\x02" not in text and ", ," not in text
+                      and not (digits_banned and digit(text) and digit(_TIMED_PAUSE.sub("", text)))
                       and common(stripped) is not None and CONTROL.search(text) is None)
             if u.fast:
                 points.append(no_points)
@@ -92,7 +102,7 @@ class Checker:
                     check_dependents(self.add, u, counts)
             else:
                 mor, pho, marks = MainTier(self, u, index, multilingual, longs, ca_mode,
-                                           participants).run()
+                                           participants, languages, digits_checked).run()
                 points.append(marks)
                 check_dependents(self.add, u, (mor, pho))
             if len(problems) > start and any(p.severity == "error" for p in problems[start:]):

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "build-mismatch": "build_mismatch",
     "demo": "demo",
     "monitor": "monitor",
+    "sweep": "sweep",
     "check-adapter": "check_adapter",
 }
 
@@ -44,6 +45,7 @@ _HELP = {
     "build-mismatch": "make mismatched images by inpainting annotated objects",
     "demo": "bundled corpus -> tiny models -> probes -> report, on a laptop CPU",
     "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
+    "sweep": "a grid of corpora x architectures x seeds as tasks on Ray (local or a cluster)",
     "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
 }
 
@@ -72,6 +74,9 @@ EXAMPLES = {
                 "--images coco/val2017 --annotations coco/instances.json --task pope --out probes/llava/monitor-pope",
                 "vlground monitor --adapter visdial_dinov2 --run runs/vd/seed-0 --heads probes/vd --images scenes/val/images "
                 "--annotations scenes/val/instances.json --mismatch mismatch/ --task testbed --mitigate --out probes/vd/monitor-testbed"],
+    "sweep": ["vlground sweep paper-text --dry-run       # the paper's text grid: tasks, done, left",
+              "vlground sweep my-sweep.yaml --out sweeps/a   # a local Ray instance; run again to resume",
+              "vlground sweep paper-text --address auto    # an existing Ray cluster"],
 }
 
 

@@ -129,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
     results = run_probes(adapter, probes, vars(args), args.out, checkpoints=args.checkpoints,
                          mechanistic_checkpoints=args.mechanistic_checkpoints, overwrite=args.overwrite)
     n = len(results.checkpoints)
+    expected = [n for n in results.all_notes() if "(model has no " in n]  # a probe the architecture cannot have
     for note in results.all_notes():
-        log.warning(note)
+        (log.info if note in expected else log.warning)(note)
+    if expected:
+        log.info("%d probe(s) skipped where a model lacks what they need (listed in the report's Notes)", len(expected))
     if not args.no_report:
         argv = getattr(args, "argv", None)
         path = write_report(args.out, min_effect=getattr(args, "min_effect", 0.1), correction=getattr(args, "correction", "holm"),

@@ -15,7 +15,8 @@ Criteria that compare across VLMs (576 or 2,000 image tokens):
   saliency evenly over the image tokens gets, whatever their number.
 * ``artefact_share``: the share of the head's image saliency on *artefact tokens*, the image tokens
   whose input feature (the decoder's input embedding at that position) has an outlying norm
-  (above Q3 + 3 IQR of that item's image tokens; Darcet et al.'s high-norm register-like tokens).
+  (above Q3 + 3 IQR of that item's image tokens that show the image, separators and prefix
+  tokens left out; Darcet et al.'s high-norm register-like tokens).
 * ``view_share``: for images of several views (LLaVA-NeXT's base view and tiles), the share of the
   head's image saliency on each view.
 
@@ -125,7 +126,11 @@ def comparable_measures(parts) -> dict[str, torch.Tensor]:
             chance = inside.sum() / span.sum()
             out["chance"].append(chance.float())
             out["inside_vs_chance"].append(mag[..., inside].sum(-1) / mass / chance)
-            art = artefact_tokens(norms[b], span)
+            shown = span.clone()  # artefacts are sought among the tokens that show the image
+            for name in ("separator", "prefix"):
+                if name in batch.env_views:
+                    shown &= ~batch.env_views[name][b]
+            art = artefact_tokens(norms[b], shown)
             out["n_artefacts"].append(art.sum().float())
             out["artefact_share"].append(mag[..., art].sum(-1) / mass)
             for name, m in batch.env_views.items():
@@ -189,4 +194,8 @@ class BoxHeadsProbe(Probe):
         if views:
             notes.append("boxheads: image saliency by view: " + ", ".join(
                 f"{v} {float(m.mean()):.1%}" for v, m in views.items()) + " (mean over heads and items)")
-        return ProbeResult(record=record, tables={"heads": rows}, arrays={"inside_share": share.numpy()}, notes=notes)
+        from vlground.probes.overlays import overlay_example  # the report's image example
+
+        fields, example = overlay_example(ctx, parts, share, site)
+        record.update(fields)
+        return ProbeResult(record=record, tables={"heads": rows}, arrays={"inside_share": share.numpy(), **example}, notes=notes)

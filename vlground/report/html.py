@@ -22,7 +22,8 @@ th{background:#f3f3f3;position:sticky;top:0}.figs{display:flex;flex-wrap:wrap;ga
 .finding{border:2px solid #2b6cb0;background:#f0f6ff;padding:.6em 1.2em;border-radius:6px}
 .finding li{margin:.3em 0}.grounded{color:#1a7f37;font-weight:600}.none{color:#9a6700;font-weight:600}
 nav.toc{background:#fafafa;border:1px solid #eee;padding:.4em 1.2em;font-size:14px}nav.toc ol{margin:.3em 0}
-a.top{font-size:12px;margin-left:.6em}"""
+a.top{font-size:12px;margin-left:.6em}table.prov{margin:.5em 0 1em}table.prov th{text-align:left;position:static}
+table.prov td{text-align:left;white-space:normal;word-break:break-all;font-family:monospace}"""
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:

@@ -134,9 +134,10 @@ def flow(res, plot_dir: Path) -> Section | None:
             per = gdf.groupby("layer")["env_flow"].mean()
             ax.plot(per.index, per.values, marker="o", ls=":", color="tab:blue")
             ax.set_xlabel("layer")
+            ax.set_xticks([int(x) for x in per.index])
             ax.set_ylabel("S_env / S_rest")
             ax.set_ylim(bottom=0)
-            ax.set_title(f"{g} ({_at(gdf['step'].iloc[0])}): environment -> target-position saliency", fontsize=10)
+            ax.set_title(f"{g} ({_at(gdf['step'].iloc[0])})\nenvironment -> target-position saliency", fontsize=10)
             ax.grid(alpha=0.3)
             figs.append(plots._save(fig, plot_dir / f"{_safe(g)}-flow.png"))
     body = ("<p class=note>Per layer (1-based): mean saliency from the environment token(s) into the position just before the "
@@ -251,7 +252,7 @@ def vision(res, plot_dir: Path) -> Section | None:
             if str(r.get("kind", "")).startswith("aggregate@"):
                 marks[(i, j)] = "cyan"
         figs.append(plots.heatmap(m, hs, layers, plot_dir / f"box-heads-{_safe(run)}-{_safe(_at(step))}.png",
-                                  f"{run} ({_at(step)}): inside-box share (outlined: box aggregate heads)",
+                                  f"{run} ({_at(step)})\ninside-box share (outlined: box aggregate heads)",
                                   "head", "layer", "inside-box share", marks))
     overlays = _overlays(res, plot_dir)
     agg = sorted((r for r in rows if str(r.get("kind", "")).startswith("aggregate@")),
@@ -269,28 +270,29 @@ def vision(res, plot_dir: Path) -> Section | None:
 
 
 def _overlays(res, plot_dir: Path) -> list[Path]:
-    """Photo + box + per-patch saliency of the strongest box aggregate heads, matched and
-    mismatched side by side, from the ``boxheads`` probe's example arrays (when it saved them)."""
-    from PIL import Image
-
+    """The image the model saw, the object's box (its image tokens) and the per-patch saliency of
+    the strongest box aggregate heads, match and mismatch side by side (``boxheads`` arrays)."""
     out = []
     for r in res.records("boxheads"):
-        ex = r.get("overlay")
-        if not ex:
+        if not r.get("overlay_heads"):
             continue
         arr = res.arrays(r["key"])
         panels = []
         for side in ("match", "mismatch"):
-            info = ex.get(side)
-            patches = arr.get(f"boxheads.overlay_{side}")
-            if not info or patches is None or not Path(info["image"]).is_file():
+            patches, mask, image = (arr.get(f"boxheads.overlay_{side}{x}") for x in ("", "_mask", "_image"))
+            if patches is None or image is None:
                 continue
-            with Image.open(info["image"]) as im:
-                panels.append({"image": np.asarray(im.convert("RGB")), "box": info.get("box"), "patches": patches,
-                               "label": f"{side}: {info.get('label', '')}"})
+            box = None
+            if mask is not None and mask.any():
+                g = mask.shape[0]
+                rr, cc = np.nonzero(mask)
+                h, w = image.shape[:2]
+                box = (cc.min() * w / g, rr.min() * h / g, (cc.max() + 1 - cc.min()) * w / g, (rr.max() + 1 - rr.min()) * h / g)
+            panels.append({"image": image, "box": box, "patches": patches, "label": f"{side} image ('{r.get('overlay_word', '')}')"})
         if panels:
             out.append(plots.box_overlay(panels, plot_dir / f"box-overlay-{_safe(r['key'])}.png",
-                                         f"{r['run']} ({_at(r['step'])}): saliency into the name, heads {ex.get('heads', '')}"))
+                                         f"{r['run']} ({_at(r['step'])}): saliency into the name, heads {r['overlay_heads']} "
+                                         "(cyan: the box's image tokens)"))
     return out
 
 

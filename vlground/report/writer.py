@@ -105,7 +105,8 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
     if notes:
         sections.append(Section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))
     prov = provenance(command)
-    sections.append(Section("Provenance and settings", table([{"": k, "value": v} for k, v in prov.items()], ["", "value"])
+    prov_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in prov.items())
+    sections.append(Section("Provenance and settings", f"<table class=prov>{prov_rows}</table>"
                             + f"<pre>{html.escape(json.dumps(res.settings, indent=1, default=str))}</pre>"))
     n_ck = len(res.checkpoints)
     intro = (f"<p class=note>{n_ck} checkpoint(s) of {len({c['run'] for c in res.checkpoints})} run(s); "
