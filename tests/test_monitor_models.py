@@ -231,10 +231,10 @@ def test_cli_on_a_tiny_trained_testbed_run(tmp_path_factory):
             assert any("no labelled words" in n for n in res["notes"])
 
 
-@pytest.mark.parametrize("family", ["llava15", "qwen2vl"])
+@pytest.mark.parametrize("family", ["llava15", "qwen2vl", "llava_next"])
 def test_cached_decoding_matches_a_full_forward(family, plain_llava_dir, tmp_path):
     """Each decoding step (cache, continued positions, M-RoPE for Qwen2-VL) gives the logits a full forward of
-    prompt + generated tokens gives, through the adapter's own model inputs."""
+    prompt + generated tokens gives, through the adapter's own model inputs; the score reads every image token."""
     from vlground.engine.registry import get_adapter_class
     from vlground.monitor.backends import backend_for
 
@@ -242,6 +242,10 @@ def test_cached_decoding_matches_a_full_forward(family, plain_llava_dir, tmp_pat
         from vlground.vision.tiny_qwen2vl import save_tiny_qwen2vl
 
         model = save_tiny_qwen2vl(tmp_path / "qwen")
+    elif family == "llava_next":
+        from vlground.vision.tiny_llava_next import save_tiny_llava_next
+
+        model = save_tiny_llava_next(tmp_path / "next")
     else:
         model = plain_llava_dir
     adapter = get_adapter_class(family).from_options({"model": str(model), "images": IMAGES, "annotations": ANNOTATIONS,
@@ -259,5 +263,6 @@ def test_cached_decoding_matches_a_full_forward(family, plain_llava_dir, tmp_pat
     with torch.no_grad():
         logp = torch.log_softmax(forward(adapter, lm, full).logits[0].float(), -1)
     S = enc.inputs["input_ids"].shape[1]
+    assert int(enc.image.sum()) == len(adapter.image_positions(lm, enc.inputs["input_ids"][0])) > 1
     for t, s in enumerate(steps):
         assert s.logprob == pytest.approx(float(logp[S - 1 + t, s.token]), abs=1e-4)
