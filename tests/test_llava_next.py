@@ -116,7 +116,8 @@ def test_probe_cli_end_to_end_reports_views(setup, tmp_path, capsys):
     out = tmp_path / "n"
     rc = main(["probe", "--adapter", "llava_next", "--model", str(setup[0]), "--images", str(BUNDLED_IMAGES),
                "--annotations", str(ANNOTATIONS), "--mismatch", str(setup[1]), "--probes", "behaviour,boxheads,boxablation",
-               "--device", "cpu", "--batch-size", "4", "--ablation-draws", "2", "--limit", "5", "--out", str(out)])
+               "--device", "cpu", "--batch-size", "4", "--ablation-draws", "2", "--limit", "5", "--box-thresholds", "0.2,0.5",
+               "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     res = load(out)
     (rec,) = res.checkpoint_rows()
@@ -126,3 +127,6 @@ def test_probe_cli_end_to_end_reports_views(setup, tmp_path, capsys):
     assert all(0 <= h["inside_share"] <= 1 for h in heads)
     assert any(r["layout"].startswith("base 6x6 + tiles ") for r in res.rows("items"))
     assert "image saliency by view: base" in " ".join(res.all_notes())
+    html = (out / "report.html").read_text()
+    assert "image saliency by view: base" in html
+    assert any(h["kind"] != "none" for h in heads) and "view_share@tiles" in html  # the aggregate heads' table

@@ -95,3 +95,39 @@ def test_llava_language_model_with_inputs_embeds(tiny_llava):
     sal = attention_saliency(tiny_llava, None, pos, tgt, inputs_embeds=embeds)
     ref = reference_saliency(tiny_llava, None, pos, tgt, embeds=embeds)
     assert sal.shape == (2, 2, 4, 9, 9) and torch.allclose(sal, ref, atol=1e-6, rtol=1e-4)
+
+
+def test_parameters_are_frozen_inside_and_restored_after(tiny_gpt2):
+    """No parameter requires grad during the pass (no weight-gradient activations saved); flags
+    and .grad are as before afterwards, also when the call raises."""
+    seen = []
+    handle = tiny_gpt2.transformer.h[0].register_forward_hook(
+        lambda m, a, o: seen.append(any(p.requires_grad for p in tiny_gpt2.parameters())))
+    ids = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    try:
+        attention_saliency(tiny_gpt2, ids, [5, 4], [1, 2])
+    finally:
+        handle.remove()
+    assert seen == [False]
+    assert all(p.requires_grad and p.grad is None for p in tiny_gpt2.parameters())
+    with pytest.raises(MechanismError):
+        attention_saliency(tiny_gpt2, ids, [5, 4], [1, 2], layers=[9])
+    assert all(p.requires_grad for p in tiny_gpt2.parameters())
+
+
+def test_row_only_is_the_predicted_row_of_the_full_maps(tiny_gpt2):
+    ids = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    pos = torch.tensor([6, 3, 5])
+    full = attention_saliency(tiny_gpt2, ids, pos, [1, 2, 3])
+    rows = attention_saliency(tiny_gpt2, ids, pos, [1, 2, 3], predict_row_only=True)
+    assert rows.shape == full.shape[:-1]
+    assert torch.allclose(rows, full[torch.arange(3), :, :, pos], atol=1e-7)
+
+
+def test_bf16_probe_dtype_is_close_and_returns_float32(tiny_gpt2):
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(2))
+    ref = attention_saliency(tiny_gpt2, ids, [7, 6], [1, 2])
+    bf = attention_saliency(tiny_gpt2, ids, [7, 6], [1, 2], dtype=torch.bfloat16)
+    assert bf.dtype == torch.float32 and bf.shape == ref.shape
+    assert float((bf - ref).norm() / ref.norm()) < 0.1
+    assert all(p.dtype == torch.float32 for p in tiny_gpt2.parameters())  # the model is not converted

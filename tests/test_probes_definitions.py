@@ -95,3 +95,17 @@ def test_bad_probe_options_fail_in_one_line(tiny_runs, tmp_path):
         run_probes(adapter, ["heads"], {"gather_rule": "dots"}, progress=False)
     with pytest.raises(InputError, match="control-pool"):
         run_probes(adapter, ["ablation"], {"control_pool": "any"}, progress=False)
+    with pytest.raises(InputError, match="probe-dtype"):
+        run_probes(adapter, ["saliency"], {"probe_dtype": "float8"}, progress=False)
+
+
+def test_bf16_probe_dtype_runs_the_saliency_pass_under_autocast(tiny_runs, tmp_path):
+    adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["transformer"])], "device": "cpu", "pairing": "diagonal"})
+    ckpt = adapter.checkpoints()[-1]
+    loaded = adapter.load(ckpt)
+    ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
+    f32 = torch.cat([p.saliency for p in saliency_parts(ctx, 4)])
+    bf = torch.cat([p.saliency for p in saliency_parts(ctx, 4, "bfloat16")])
+    assert bf.dtype == torch.float32 and bf.shape == f32.shape and not torch.equal(bf, f32)
+    assert float((bf - f32).norm() / f32.norm()) < 0.1
+    assert set(ctx.memo) == {"saliency:4:float32", "saliency:4:bfloat16"}  # never one for the other

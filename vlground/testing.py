@@ -217,21 +217,25 @@ def check_forward_path(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch)
 
 
 def _check_box_shares(adapter: Adapter, loaded: LoadedModel, batch: ProbeBatch) -> None:
-    """One ``boxheads`` step on the match items: saliency rows into the predicted position through the
-    adapter -> per-head inside-box shares (:func:`vlground.probes.boxheads.head_inside_shares`) in [0, 1]."""
-    from vlground.probes.boxheads import head_inside_shares
+    """One ``boxheads`` step (:class:`vlground.probes.boxheads.BoxHeadsProbe`) on the batch's match items:
+    env_mask within env_span, and every head's shares in [0, 1]."""
+    from vlground.probes.base import ProbeContext
+    from vlground.probes.boxheads import BoxHeadsProbe
 
     match = [it for it in batch.items if it.condition == "match"] or list(batch.items)
     sub = adapter.batch(loaded, match)
-    rows = adapter.saliency(loaded, sub)  # [B, L, H, S]
-    assert rows.dim() == 4 and rows.shape[0] == len(sub), f"saliency rows {tuple(rows.shape)} are not [B, L, H, S]"
-    assert torch.isfinite(rows).all(), "saliency rows are not finite"
     for b, it in enumerate(sub.items):
         assert not (sub.env_mask[b] & ~sub.env_span[b]).any(), f"item {it.item_id}: env_mask marks positions outside env_span"
-    share, mass = head_inside_shares(rows, sub.env_mask, sub.env_span)
-    for b, it in enumerate(sub.items):
-        assert ((share[b] >= 0) & (share[b] <= 1 + 1e-6)).all(), f"item {it.item_id}: inside-box shares outside [0, 1]"
-        assert (mass[b] > 0).any(), f"item {it.item_id}: no saliency reaches the image tokens from the predicted position"
+    probe = BoxHeadsProbe(BoxHeadsProbe.Options(mech_items=len(match)))
+    res = probe.run(ProbeContext(adapter, loaded, match))
+    rows = res.tables.get("heads", [])
+    assert rows, f"boxheads gave no head rows ({'; '.join(res.notes)})"
+    for r in rows:
+        for name in ("inside_share", "artefact_share", "saliency_share"):
+            v = getattr(r, name)
+            assert 0 <= v <= 1 + 1e-6, f"boxheads: layer {r.layer} head {r.head}: {name} {v} outside [0, 1]"
+        assert r.inside_vs_chance >= 0, f"boxheads: layer {r.layer} head {r.head}: inside_vs_chance {r.inside_vs_chance} < 0"
+    assert sum(r.saliency_share for r in rows) > 0, "boxheads: no saliency reaches the image tokens from the predicted position"
 
 
 def check_painted_boxes(adapter, loaded: LoadedModel, items: list[ProbeItem], white: float = 0.8, black: float = 0.2) -> None:

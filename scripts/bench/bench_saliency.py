@@ -1,12 +1,21 @@
-"""Benchmark: all-head saliency for a batch in one backward pass vs the naive per-item, per-head loop.
+"""Benchmark: all-head saliency for a batch in one backward pass vs the naive per-item, per-head loop,
+and vs vlground's earlier one-pass implementation (a list of per-layer products, then ``torch.stack``,
+with every map's gradient and the parameters' gradient paths alive).
 
-Both compute I(l,h) = dL/dA(l,h) * A(l,h) for every item, layer and head of the same tiny
-random GPT-2 on the same items; the script checks they agree, then prints the time of each,
-the speed-up ratio and the peak memory of each (CUDA: ``max_memory_allocated``; CPU: peak
-RSS from ``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs`` before each
-method, above the RSS before it).
+All compute I(l,h) = dL/dA(l,h) * A(l,h) for every item, layer and head of the same random GPT-2
+on the same items; the script checks they agree, then prints per method the median time over
+rounds, the median of the per-round time ratios (the methods alternate within a round, so load
+from other jobs hits each) and the peak memory (CUDA: ``max_memory_allocated``; CPU: peak RSS
+from ``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs`` before each method,
+above the RSS before it).  Torch runs on 1 thread by default (``--threads 0``: torch's default);
+on a loaded 2-core machine 2 threads gave a 10-20x spread between runs.
 
-    python scripts/bench/bench_saliency.py [--batch 8 --layers 4 --heads 8 --d-model 128 --seq 48 --device cpu --repeats 5]
+``--dtype bfloat16`` also times the pass under bf16 autocast and reports how often the
+gather/aggregate classification (both gather rules) of an (item, layer, head) differs from
+float32, plus the per-head mass correlation and relative L2 of the maps.  ``--checkpoint DIR``
+uses a trained vlground checkpoint (its token ids) instead of a random GPT-2.
+
+    python scripts/bench/bench_saliency.py [--batch 8 --layers 4 --heads 8 --d-model 128 --seq 48 --device cpu --repeats 3 --threads 1]
 """
 from __future__ import annotations
 
@@ -34,7 +43,11 @@ class BenchConfig:
     vocab: int = 1000
     device: str = "cpu"
     seed: int = 0
-    repeats: int = 5
+    repeats: int = 3
+    threads: int = 1
+    dtype: str = ""
+    checkpoint: str = ""
+    only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked)
 
 
 def naive_saliency(model, ids, pos, tgt, pass_times=None):
@@ -57,6 +70,27 @@ def naive_saliency(model, ids, pos, tgt, pass_times=None):
             layers.append(torch.stack(heads))
         items.append(torch.stack(layers))
     return torch.stack(items)
+
+
+def stacked_saliency(model, ids, pos, tgt):
+    """vlground's earlier implementation: grads of all maps at once, a list of products, torch.stack."""
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    out = model(inputs_embeds=embeds, output_attentions=True)
+    grads = torch.autograd.grad(target_loss(out.logits, pos, tgt).sum(), out.attentions)
+    maps = [(g * a).detach().float().cpu() for a, g in zip(out.attentions, grads)]
+    return torch.stack(maps, dim=1)
+
+
+def classification_agreement(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Share of (item, layer, head) whose gather / aggregate label is the same in ``a`` and ``b``."""
+    from vlground.mechanism.patterns import GatherAggregateThresholds, classify_heads
+
+    out = {}
+    for rule in ("strip", "strip-minus-dot"):
+        pa, pb = (classify_heads(x, GatherAggregateThresholds(gather_rule=rule)) for x in (a, b))
+        out[f"gather ({rule})"] = float((pa.gather == pb.gather).float().mean())
+    out["aggregate"] = float((pa.aggregate == pb.aggregate).float().mean())
+    return out
 
 
 def _rss_kib(field: str) -> int:
@@ -88,13 +122,24 @@ def measure(fn, device: str):
 
 
 def main(argv=None) -> float:
+    import statistics
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, value in vars(BenchConfig()).items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     cfg = BenchConfig(**vars(parser.parse_args(argv)))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=cfg.layers, n_head=cfg.heads, n_embd=cfg.d_model, vocab_size=cfg.vocab,
-                                       n_positions=cfg.seq, bos_token_id=0, eos_token_id=0))
+    if cfg.checkpoint:
+        from vlground import load_checkpoint
+
+        model, _ = load_checkpoint(cfg.checkpoint)
+        cfg.vocab, cfg.layers, cfg.heads = model.config.vocab_size, model.config.n_layer, model.config.n_head
+        cfg.seq = min(cfg.seq, model.config.n_positions)
+    else:
+        model = GPT2LMHeadModel(GPT2Config(n_layer=cfg.layers, n_head=cfg.heads, n_embd=cfg.d_model, vocab_size=cfg.vocab,
+                                           n_positions=cfg.seq, bos_token_id=0, eos_token_id=0))
     model = model.to(cfg.device).eval()
     model.set_attn_implementation("eager")
     g = torch.Generator().manual_seed(cfg.seed)
@@ -102,25 +147,67 @@ def main(argv=None) -> float:
     pos = torch.randint(cfg.seq // 2, cfg.seq, (cfg.batch,), generator=g).to(cfg.device)
     tgt = torch.randint(0, cfg.vocab, (cfg.batch,), generator=g).to(cfg.device)
 
+    if cfg.only:  # a fresh process per method: peak RSS is not blurred by the allocator's cache
+        fn = {"new": attention_saliency, "stacked": stacked_saliency}[cfg.only]
+        fn(model, ids[:1], pos[:1], tgt[:1])
+        print(measure(lambda: fn(model, ids, pos, tgt), cfg.device)[2])
+        return 0.0
     attention_saliency(model, ids[:1], pos[:1], tgt[:1])  # warm-up
-    runs = [measure(lambda: attention_saliency(model, ids, pos, tgt), cfg.device) for _ in range(cfg.repeats)]
-    fast, t_fast, m_fast = runs[0][0], min(r[1] for r in runs), max(r[2] for r in runs)
+    t = {"new": [], "stacked": [], "naive": []}
+    mem = {"new": 0, "stacked": 0, "naive": 0}
     pass_times: list[float] = []
-    slow, t_slow, m_slow = measure(lambda: naive_saliency(model, ids, pos, tgt, pass_times), cfg.device)
-    if not torch.allclose(fast, slow, atol=1e-6, rtol=1e-3):
-        raise SystemExit(f"results differ: max abs diff {(fast - slow).abs().max():.3g}")
-    ratio = t_slow / t_fast
+    for _ in range(cfg.repeats):
+        fast, sec, m = measure(lambda: attention_saliency(model, ids, pos, tgt), cfg.device)
+        t["new"].append(sec)
+        mem["new"] = max(mem["new"], m)
+        old, sec, m = measure(lambda: stacked_saliency(model, ids, pos, tgt), cfg.device)
+        t["stacked"].append(sec)
+        mem["stacked"] = max(mem["stacked"], m)
+        slow, sec, m = measure(lambda: naive_saliency(model, ids, pos, tgt, pass_times), cfg.device)
+        t["naive"].append(sec)
+        mem["naive"] = max(mem["naive"], m)
+        for name, other in (("naive", slow), ("stacked", old)):
+            if not torch.allclose(fast, other, atol=1e-6, rtol=1e-3):
+                raise SystemExit(f"results differ from {name}: max abs diff {(fast - other).abs().max():.3g}")
+    model.zero_grad(set_to_none=True)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    if not cfg.device.startswith("cuda"):
+        import subprocess
+        import sys
+
+        base = [sys.executable, __file__] + [a for a in (argv if argv is not None else sys.argv[1:])]
+        for name in ("new", "stacked"):
+            out = subprocess.run(base + ["--only", name], capture_output=True, text=True, check=True).stdout.split()
+            mem[name] = int(out[-1])
+    r_naive = statistics.median(a / b for a, b in zip(t["naive"], t["new"]))
+    r_stacked = statistics.median(a / b for a, b in zip(t["stacked"], t["new"]))
     n_passes = cfg.batch * cfg.layers * cfg.heads
-    conservative = n_passes * min(pass_times) / t_fast  # as if every naive pass ran at its fastest
-    print(f"model: GPT-2 {cfg.layers} layers x {cfg.heads} heads, d_model {cfg.d_model}, vocab {cfg.vocab}; "
-          f"batch {cfg.batch} x seq {cfg.seq}; device {cfg.device}")
-    print(f"one backward pass (best of {cfg.repeats}): {t_fast * 1e3:9.1f} ms   peak memory +{m_fast / 2**20:7.1f} MiB")
-    print(f"naive loop ({n_passes} passes): {t_slow * 1e3:9.1f} ms   peak memory +{m_slow / 2**20:7.1f} MiB")
-    print(f"speed-up: {ratio:.1f}x measured, {conservative:.1f}x conservative (naive at its fastest pass); "
-          "goal >= 20x; results agree (allclose)")
-    print(f"the naive loop runs once (it takes {n_passes} forward+backward passes); timings on a shared "
-          "CPU are noisy, the ratio grows with layers x heads")
-    return conservative
+    print(f"model: GPT-2 {cfg.layers} layers x {cfg.heads} heads, vocab {cfg.vocab}{' (' + cfg.checkpoint + ')' if cfg.checkpoint else ''}; "
+          f"batch {cfg.batch} x seq {cfg.seq}; device {cfg.device}; torch threads {torch.get_num_threads()}; {cfg.repeats} rounds")
+    print("peak memory of the two one-pass methods: each in a fresh process")
+    print(f"one backward pass:            median {med['new'] * 1e3:9.1f} ms   peak memory +{mem['new'] / 2**20:7.1f} MiB")
+    print(f"earlier pass (list + stack):  median {med['stacked'] * 1e3:9.1f} ms   peak memory +{mem['stacked'] / 2**20:7.1f} MiB")
+    print(f"naive loop ({n_passes} passes):  median {med['naive'] * 1e3:9.1f} ms   peak memory +{mem['naive'] / 2**20:7.1f} MiB")
+    print(f"speed-up vs naive: {r_naive:.1f}x (median of per-round ratios; goal >= 20x); vs the earlier pass: {r_stacked:.2f}x; "
+          f"peak memory earlier/now: {mem['stacked'] / max(mem['new'], 1):.2f}x; results agree (allclose)")
+    if cfg.dtype:
+        dt = getattr(torch, cfg.dtype)
+        tb, tf = [], []
+        for _ in range(cfg.repeats):
+            low, sec, m_low = measure(lambda: attention_saliency(model, ids, pos, tgt, dtype=dt), cfg.device)
+            tb.append(sec)
+            _, sec, _ = measure(lambda: attention_saliency(model, ids, pos, tgt), cfg.device)
+            tf.append(sec)
+        mass_a, mass_b = fast.abs().sum((-1, -2)).flatten(), low.abs().sum((-1, -2)).flatten()
+        corr = float(torch.corrcoef(torch.stack([mass_a, mass_b]))[0, 1])
+        rel = float((low - fast).norm() / fast.norm())
+        agree = classification_agreement(fast, low)
+        print(f"{cfg.dtype} autocast: speed-up {statistics.median(a / b for a, b in zip(tf, tb)):.2f}x vs float32 "
+              f"(median of per-round ratios), peak memory +{m_low / 2**20:.1f} MiB; per-head mass correlation {corr:.5f}, "
+              f"relative L2 {rel:.3%}")
+        print("classification agreement with float32 (share of item x layer x head): "
+              + ", ".join(f"{k} {v:.2%}" for k, v in agree.items()))
+    return r_naive
 
 
 if __name__ == "__main__":

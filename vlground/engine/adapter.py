@@ -229,11 +229,12 @@ class Adapter(abc.ABC):
         return loaded.model(**self.model_inputs(loaded, batch), **kwargs)
 
     def saliency(self, loaded: LoadedModel, batch: ProbeBatch, *, predict_row_only: bool = True,
-                 layers=None) -> torch.Tensor:
+                 layers=None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Attention saliency ``dL/dA * A`` of every head for ``batch`` (the loss: each item's first
         target sub-token), through :meth:`model_inputs` (``input_ids`` become ``inputs_embeds`` so
         the maps get gradients). ``[B, L_att, H, S]`` rows into ``predict_positions`` (default), or
-        ``[B, L_att, H, S, S]`` with ``predict_row_only=False``; float32 on the CPU.
+        ``[B, L_att, H, S, S]`` with ``predict_row_only=False``; float32 on the CPU. ``dtype``: run
+        the pass under autocast in this dtype (e.g. ``torch.bfloat16``; None: the model's own).
         See :func:`vlground.mechanism.saliency.attention_saliency`."""
         from vlground.mechanism.saliency import attention_saliency
 
@@ -243,7 +244,7 @@ class Adapter(abc.ABC):
         dev = ids.device if ids is not None else embeds.device
         return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
                                   batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
-                                  layers=layers, predict_row_only=predict_row_only, **inputs)
+                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, **inputs)
 
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:

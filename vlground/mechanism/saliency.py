@@ -3,8 +3,19 @@
 All heads of all layers of a batch of items come from one forward and one backward pass:
 the batch loss is the *sum* of the items' losses, and items do not interact in a causal LM
 (no batch norm, dropout off), so ``dL/dA`` of item ``b`` is the gradient of item ``b``'s own
-loss.  Gradients are taken with :func:`torch.autograd.grad` with respect to the attention
-maps the model returns with ``output_attentions=True``; no parameter ``.grad`` is touched.
+loss.  Gradients are taken with :func:`torch.autograd.grad`; no parameter ``.grad`` is touched.
+
+Memory: the result ``[batch, layers, heads, seq, seq]`` is allocated once (float32, CPU) and
+filled layer by layer from a hook on each attention map, as the backward pass reaches it, so
+each map's gradient is freed once its layer is written (no list of per-layer products and no
+``torch.stack`` copy while the maps and gradients are alive).  Parameters are frozen
+(``requires_grad_(False)``) for the call, so the forward pass saves no activations for weight
+gradients; their ``requires_grad`` flags are restored afterwards.
+
+Probe dtype: ``dtype=torch.bfloat16`` runs the forward and backward under
+:func:`torch.autocast` (the model's weights are not changed); the result is still float32.
+Not a default anywhere: see ``scripts/bench/bench_saliency.py --dtype bfloat16``, which reports
+how often bf16 changes the gather/aggregate classification.
 """
 from __future__ import annotations
 
@@ -71,6 +82,7 @@ def attention_saliency(
     inputs_embeds: torch.Tensor | None = None,
     layers: Sequence[int] | None = None,
     predict_row_only: bool = False,
+    dtype: torch.dtype | None = None,
     **model_kwargs,
 ) -> torch.Tensor:
     """Saliency of every head of the chosen layers for a batch, from one backward pass.
@@ -88,6 +100,8 @@ def attention_saliency(
         predict_row_only: return only row ``predict_positions[b]`` of each map (the flows *into*
             the predicted position), ``[batch, len(layers), heads, seq]``: what image probes
             need, without holding ``seq x seq`` maps of hundreds of image tokens on the CPU.
+        dtype: run the pass under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``);
+            None (default) runs in the model's own dtype.
         **model_kwargs: further model inputs, e.g. ``pixel_values`` for a VLM (LLaVA finds its
             image-token slots in ``inputs_embeds`` by the image token's embedding).
 
@@ -99,9 +113,10 @@ def attention_saliency(
     if (input_ids is None) == (inputs_embeds is None):
         raise MechanismError("give exactly one of input_ids and inputs_embeds")
     if input_ids is not None:
-        # A leaf that requires grad keeps the attention maps in the graph even if the
-        # model's parameters are frozen; grads w.r.t. it are never computed.
-        inputs_embeds = model.get_input_embeddings()(input_ids)
+        # A leaf that requires grad keeps the attention maps in the graph even though the
+        # model's parameters are frozen for the call; the backward pass ends at it.
+        with torch.no_grad():
+            inputs_embeds = model.get_input_embeddings()(input_ids)
     inputs_embeds = inputs_embeds.detach().requires_grad_(True)
     device = inputs_embeds.device
     predict_positions = torch.as_tensor(predict_positions, dtype=torch.long, device=device)
@@ -121,27 +136,67 @@ def attention_saliency(
         kwargs["logits_to_keep"] = kept
         predict_positions = torch.searchsorted(kept, predict_positions)
 
-    with eager_attention(model), torch.enable_grad():
-        out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_attentions=True, **kwargs)
+    autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext())
+    out_maps: torch.Tensor | None = None
+    with eager_attention(model), _frozen(model), torch.enable_grad():
+        with autocast:
+            out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_attentions=True, **kwargs)
+            loss = target_loss(out.logits, predict_positions, target_ids).sum()
         attentions = [a for a in (out.attentions or ()) if a is not None]
+        del out
         if len(attentions) != len(att_layers):
             raise MechanismError(
                 f"{type(model).__name__} returned {len(attentions)} attention maps for "
                 f"{len(att_layers)} attention layers; it needs eager attention that returns them"
             )
         chosen = [attentions[att_layers.index(layer)] for layer in keep]
+        del attentions
         if not all(a.requires_grad for a in chosen):
             raise MechanismError(f"{type(model).__name__} returns attention maps outside the autograd graph")
-        loss = target_loss(out.logits, predict_positions, target_ids).sum()
-        grads = torch.autograd.grad(loss, chosen, allow_unused=True)
-    if predict_row_only:
-        def row(t: torch.Tensor) -> torch.Tensor:  # [B, H, S, S] -> [B, H, S] (layers may sit on several GPUs)
-            at = rows_at.to(t.device)
-            return t[torch.arange(at.shape[0], device=t.device), :, at]
+        B, H, S = chosen[0].shape[0], chosen[0].shape[1], chosen[0].shape[-1]
+        shape = (B, len(keep), H, S) if predict_row_only else (B, len(keep), H, S, S)
+        out_maps = torch.zeros(shape, dtype=torch.float32)
+        handles = [a.register_hook(_fill(out_maps, k, a, rows_at if predict_row_only else None)) for k, a in enumerate(chosen)]
+        try:
+            # The backward pass only needs to reach the lowest chosen map: every other chosen map is
+            # on the path from the loss to it, so every hook fires; its gradient is the only one returned.
+            lowest = chosen[min(range(len(keep)), key=lambda k: keep[k])]
+            torch.autograd.grad(loss, lowest, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+    return out_maps
 
-        maps = [(torch.zeros_like(row(a)).float() if g is None else row(g).float() * row(a).float()).detach().cpu() for a, g in zip(chosen, grads)]
-    else:
-        maps = [
-            (torch.zeros_like(a) if g is None else g * a).detach().float().cpu() for a, g in zip(chosen, grads)
-        ]
-    return torch.stack(maps, dim=1)
+
+def _fill(out: torch.Tensor, k: int, att: torch.Tensor, rows_at: torch.Tensor | None):
+    """Backward hook on one attention map ``[B, H, S, S]``: write ``grad * map`` (float32, CPU) into ``out[:, k]``."""
+
+    def hook(grad: torch.Tensor) -> None:
+        with torch.no_grad():
+            a = att.detach()
+            if rows_at is not None:  # [B, H, S, S] -> [B, H, S] (layers may sit on several GPUs)
+                at = rows_at.to(grad.device)
+                b = torch.arange(at.shape[0], device=grad.device)
+                prod = grad[b, :, at].float() * a[b, :, at].float()
+            elif grad.dtype == a.dtype == torch.float32 and grad.device.type == "cpu":
+                torch.mul(grad, a, out=out[:, k])  # no temporary
+                return None
+            else:
+                prod = grad.float() * a.float()
+            out[:, k].copy_(prod)
+        return None
+
+    return hook
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters do not require grad inside the block; their flags are restored after."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

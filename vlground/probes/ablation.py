@@ -64,7 +64,7 @@ class AblationProbe(HeadProbeBase):
 
         opts = self.options
         site = ctx.adapter.attention_site(ctx.loaded)
-        parts = saliency_parts(ctx, opts.mech_items)
+        parts = saliency_parts(ctx, opts.mech_items, opts.probe_dtype)
         batches = [p.batch for p in parts]
         items = [it for b in batches for it in b.items]
         if not items:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from vlground.engine.adapter import Capability
+from vlground.errors import InputError
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import layer_number, num, saliency_parts
 
@@ -33,13 +34,20 @@ class FlowProbe(Probe):
     @dataclass
     class Options:
         mech_items: int = 48  #: match items (env2lan) per checkpoint for the saliency probes, spread over frames and words
+        probe_dtype: str = "float32"  #: dtype of the saliency pass: float32, or bfloat16 (autocast; faster on GPU, may change a few heads' labels)
+
+        def check(self) -> None:
+            from vlground.probes.common import PROBE_DTYPES
+
+            if self.probe_dtype not in PROBE_DTYPES:
+                raise InputError(f"--probe-dtype: {self.probe_dtype!r} is not one of {', '.join(PROBE_DTYPES)}")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         from vlground.mechanism.flow import flow_into
 
         site = ctx.adapter.attention_site(ctx.loaded)
         env, rest = [], []
-        for part in saliency_parts(ctx, self.options.mech_items):
+        for part in saliency_parts(ctx, self.options.mech_items, self.options.probe_dtype):
             b = part.batch
             fl = flow_into(part.saliency, b.predict_positions, b.env_mask, valid=b.model_inputs.get("attention_mask"))
             env.append(fl.env)

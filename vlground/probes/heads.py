@@ -36,12 +36,17 @@ class HeadDefinition:
     gather_threshold: float = 0.3  #: gather head: one strip holds >= this share of the head's saliency
     aggregate_threshold: float = 0.3  #: aggregate head: one cell holds >= this share of the head's saliency
     gather_rule: str = "strip"  #: gather rule: strip (the paper's: a row holds >= the threshold) or strip-minus-dot (the row without its largest cell)
+    probe_dtype: str = "float32"  #: dtype of the saliency pass: float32, or bfloat16 (autocast; faster on GPU, may change a few heads' labels)
     identify_at: str = "final"  #: where heads are identified: final (each run's last step), a step number, or each (per checkpoint)
 
     def check(self) -> None:
         if self.identify_at not in ("final", "each") and not self.identify_at.isdigit():
             raise InputError(f"--identify-at: {self.identify_at!r} is not final, each or a step number")
         from vlground.mechanism.patterns import GATHER_RULES
+        from vlground.probes.common import PROBE_DTYPES
+
+        if self.probe_dtype not in PROBE_DTYPES:
+            raise InputError(f"--probe-dtype: {self.probe_dtype!r} is not one of {', '.join(PROBE_DTYPES)}")
 
         if self.gather_rule not in GATHER_RULES:
             raise InputError(f"--gather-rule: {self.gather_rule!r} is not one of {', '.join(GATHER_RULES)}")
@@ -61,7 +66,7 @@ def classify(saliency: torch.Tensor, opts: HeadDefinition):
 def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
     """Gather/aggregate heads of every mechanistic item at this (the reference) checkpoint."""
     ids, gather, aggregate = [], [], []
-    for part in saliency_parts(ctx, opts.mech_items):
+    for part in saliency_parts(ctx, opts.mech_items, opts.probe_dtype):
         pat = classify(part.saliency, opts)
         ids.extend(it.item_id for it in part.batch.items)
         gather.append(pat.gather.numpy())
@@ -72,7 +77,7 @@ def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
         checkpoint_key=ctx.key,
         item_ids=ids,
         arrays={"gather": np.concatenate(gather), "aggregate": np.concatenate(aggregate)},
-        meta={"gather_threshold": opts.gather_threshold, "aggregate_threshold": opts.aggregate_threshold, "gather_rule": opts.gather_rule},
+        meta={"gather_threshold": opts.gather_threshold, "aggregate_threshold": opts.aggregate_threshold, "gather_rule": opts.gather_rule, "probe_dtype": opts.probe_dtype},
     )
 
 
@@ -135,7 +140,7 @@ class HeadsProbe(HeadProbeBase):
 
         opts = self.options
         site = ctx.adapter.attention_site(ctx.loaded)
-        parts = saliency_parts(ctx, opts.mech_items)
+        parts = saliency_parts(ctx, opts.mech_items, opts.probe_dtype)
         if not parts:
             return ProbeResult(notes=[f"heads: skipped for {ctx.key} (no match items)"])
         items = [it for p in parts for it in p.batch.items]

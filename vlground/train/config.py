@@ -62,6 +62,7 @@ class Hyper:
     val_fraction: float = _f(0.05, "fraction of chunks held out for validation (at least 1 chunk)")
     val_max_chunks: int = _f(256, "validation loss uses at most this many held-out chunks")
     split_seed: int = _f(0, "seed of the validation split; the same for every run seed so val losses compare")
+    drop_cooc: float = _f(0.0, "share of the co-occurring training chunks this run leaves out, drawn with the run's --seed (docs/corpus.md)")
     attn_implementation: str = _f("sdpa", "attention kernel while training (checkpoints load with eager)")
     mixed_precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp32), no, bf16 or fp16")
 
@@ -96,6 +97,8 @@ class Hyper:
                      "grad_clip", "eps", "min_lr_ratio"):
             if getattr(self, name) < 0:
                 raise InputError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.drop_cooc <= 1.0:
+            raise InputError(f"{where}: drop_cooc must be between 0 and 1, got {self.drop_cooc}")
         if self.log_every < 1 or self.val_max_chunks < 1:
             raise InputError(f"{where}: log_every and val_max_chunks must be >= 1")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):

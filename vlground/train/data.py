@@ -30,6 +30,25 @@ def split_chunks(n_chunks: int, val_fraction: float, split_seed: int) -> tuple[n
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
 
 
+def drop_cooc_chunks(train_idx: np.ndarray, cooc_chunks: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, dropped)`` sorted int64 training chunks: a run-level ``--drop-cooc``.
+
+    ``cooc_chunks``: bool ``[n_chunks]``, chunk ``c`` holds a co-occurring pair (a row of the
+    corpus's ``cooc.npz`` with any entry).  With ``idx`` the ascending co-occurring chunks of
+    ``train_idx`` and ``n = len(idx)``, exactly ``k = round(fraction * n)`` are dropped, namely
+    ``sorted(idx[numpy.random.default_rng([seed, 1]).permutation(n)[:k]])``: the run's ``seed``
+    chooses them, so every training seed leaves out a different subset; the validation chunks are
+    never dropped (val losses stay comparable)."""
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    idx = train_idx[np.asarray(cooc_chunks, dtype=bool)[train_idx]]
+    k = int(round(fraction * len(idx)))
+    dropped = np.sort(idx[np.random.default_rng([seed, 1]).permutation(len(idx))[:k]]).astype(np.int64)
+    kept = np.setdiff1d(train_idx, dropped, assume_unique=True).astype(np.int64)
+    if not len(kept):
+        raise InputError(f"drop_cooc {fraction}: no training chunk left")
+    return kept, dropped
+
+
 def chunk_order(train_idx: np.ndarray, n_needed: int, seed: int) -> np.ndarray:
     """int64 ``[n_needed]``: whole epochs, each a fresh permutation of ``train_idx``, truncated."""
     rng = np.random.default_rng(seed)

@@ -30,7 +30,7 @@ from vlground.errors import InputError
 from vlground.train import checkpoint as ckpt
 from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
-from vlground.train.data import chunk_order, embed_inputs, make_batch, split_chunks
+from vlground.train.data import chunk_order, drop_cooc_chunks, embed_inputs, make_batch, split_chunks
 from vlground.train.models import WIDTH_KEYS, build_model, layer_kinds
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ def _train_one(cfg: TrainConfig) -> None:
             log.info("%s: model width %s -> %d (the corpus's feature width; no projector)", arch, model_cfg[WIDTH_KEYS[arch]], images.dim)
         model_cfg = {**model_cfg, WIDTH_KEYS[arch]: images.dim}
     train_idx, val_idx = split_chunks(corpus.n_chunks, h.val_fraction, h.split_seed)
+    if h.drop_cooc > 0:  # run-level --drop-cooc: the run's seed chooses the co-occurring chunks left out
+        train_idx, _ = drop_cooc_chunks(train_idx, np.diff(corpus.cooc.indptr) > 0, h.drop_cooc, cfg.seed)
     B = h.batch_size
     spec = {
         "arch": arch, "size": size, "config_file": config_file, "seed": cfg.seed,
@@ -154,7 +156,9 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         _clean_stale_checkpoint_temps(run)
         write_json(run / "run.json", spec)
         write_json(run / "split.json", {"split_seed": h.split_seed, "val_fraction": h.val_fraction,
-                                         "n_train": int(len(train_idx)), "val": val_idx.tolist()})
+                                         "n_train": int(len(train_idx)), "val": val_idx.tolist(),
+                                         "drop_cooc": h.drop_cooc,  # run-level drop: the chunks neither val nor train
+                                         "dropped": np.setdiff1d(np.setdiff1d(np.arange(corpus.n_chunks), val_idx), train_idx).tolist()})
         _save_npy(run / "order.npy", order)
     trackers = tracking.parse_log_with(cfg.log_with)
     if trackers:

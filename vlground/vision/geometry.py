@@ -118,7 +118,9 @@ class Preprocess:
         pad = bool(get("do_pad")) and "Llava" in name if pad_to_square is None else pad_to_square
         if size.get("shortest_edge"):
             if size.get("longest_edge"):
-                raise InputError(f"{name}: size with both shortest_edge and longest_edge is not supported")
+                raise InputError(f"{name}: size {size} gives pixel counts (dynamic resolution, e.g. Qwen2-VL): "
+                                 "each image has its own grid; the adapter must compute it per image (image_layout, "
+                                 "see docs/adapters.md)")
             return cls("pad_to_square" if pad else "shortest_edge", int(size["shortest_edge"]), int(patch_size), crop)
         if size.get("height") and size.get("width"):
             if pad:
