@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from vlground import stats
+from vlground.claims import claims_table, render_claims_html
 from vlground.report import monitor_section
 from vlground.report import sections as sec
 from vlground.report.html import Section, page, provenance, table, write_atomic
@@ -89,6 +90,7 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
     if verdicts:
         _csv(out / "verdicts.csv", verdicts)
     parts = [
+        Section("The paper's claims on this run", render_claims_html(claims_table(res), heading=False)),  # vlground.claims
         sec.training(res, plot_dir),
         sec.behaviour(res, verdicts, plot_dir, min_effect),
         sec.r_squared(res, plot_dir),
