@@ -64,7 +64,7 @@ def test_frames_take_varied_objects_and_objects_follow_acts(tmp_path: Path):
                 named_after_act += obj[-1] in later.split()
     # every frame is used with many different objects: the frame alone does not give the word
     assert all(len(frame_objects[f]) >= 15 for f in LAN_FRAMES), {f: len(v) for f, v in frame_objects.items()}
-    assert acts > 500 and 0.4 < named_after_act / acts < 0.9
+    assert acts > 300 and 0.4 < named_after_act / acts < 0.9
     assert any("{a}" in f for f in ENV_FRAMES)
 
 
@@ -80,3 +80,25 @@ def test_build_default_corpus(tmp_path: Path):
     assert words - set(OBJECTS) <= {"the", "a", "at"}
     cooc = np.asarray(c.cooc.sum(axis=1)).ravel()
     assert 0 < np.count_nonzero(cooc) < c.n_chunks
+
+
+def test_default_corpus_matches_the_documented_childes_statistics(tmp_path: Path):
+    """The paper (blog): "In the CHILDES corpus, roughly one-third of the data contains such
+    co-occurring pairs" (both forms of a word in one 512-token chunk). The defaults give about a
+    third; the dense preset (the earlier defaults) gives far more; %act stays on a minority of
+    utterances (an assumption: no documented figure; see docs/claims.md)."""
+    from vlground.datasets.chat_generator import DENSE_OPTIONS, corpus_statistics
+
+    st = corpus_statistics(build_default_corpus(tmp_path / "c", seed=0, n_files=200, chunk_len=512))
+    assert 0.25 <= st["cooc_chunk_share"] <= 0.42, st
+    assert 0.04 <= st["act_share"] <= 0.15, st
+    dense = corpus_statistics(build_default_corpus(tmp_path / "d", seed=0, n_files=60, chunk_len=512,
+                                                   act_prob=DENSE_OPTIONS.act_prob, session_kinds=DENSE_OPTIONS.session_kinds))
+    assert dense["cooc_chunk_share"] > 0.7 and dense["act_share"] > 0.4, dense
+
+
+def test_talk_sessions_have_no_act_tier():
+    texts = [transcript_text(0, i) for i in range(40)]
+    talk = [t for t in texts if "talk session" in t]
+    assert talk and all("%act:" not in t for t in talk)
+    assert any("%act:" in t for t in texts if "play session" in t)

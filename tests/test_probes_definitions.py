@@ -84,7 +84,7 @@ def test_probes_follow_the_definitions_on_a_tiny_run(tiny_runs, tmp_path, rule):
     total = int((np.asarray(corpus.chunks[held]) != pad).sum())
     for r in lens:
         assert r["held_out_tokens"] > 0 and r["kl"] >= 0
-        assert r["fit_tokens"] + r["held_out_tokens"] == total or r["fit_tokens"] == 0 or len(held) < 2
+        assert r["fit_tokens"] + r["held_out_tokens"] == total if len(held) > 1 else r["fit_tokens"] == total
         if r["layer"] == n_layers:
             assert r["kl"] == 0
 
@@ -109,3 +109,19 @@ def test_bf16_probe_dtype_runs_the_saliency_pass_under_autocast(tiny_runs, tmp_p
     assert bf.dtype == torch.float32 and bf.shape == f32.shape and not torch.equal(bf, f32)
     assert float((bf - f32).norm() / f32.norm()) < 0.1
     assert set(ctx.memo) == {"saliency:4:float32", "saliency:4:bfloat16"}  # never one for the other
+
+
+def test_a_saved_lens_is_reused_only_for_the_same_fit(tiny_runs, tmp_path):
+    from vlground.probes.lens import FIT_INFO
+
+    adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["lstm"])], "device": "cpu", "pairing": "diagonal"})
+    ckpt = Path(adapter.checkpoints()[0].path)
+    opts = {"lens_steps": 3, "lens_tokens": 200}
+    first = run_probes(adapter, ["lens"], opts, progress=False)
+    info = json.loads((ckpt / "tuned-lens" / FIT_INFO).read_text())
+    assert info["lens_tokens"] == 200 and info["fit_tokens"] == first.rows("lens")[0]["fit_tokens"] > 0
+    again = run_probes(adapter, ["lens"], opts, progress=False)
+    assert not any("not reused" in n for n in again.all_notes())
+    other = run_probes(adapter, ["lens"], {"lens_steps": 3, "lens_tokens": 100_000}, progress=False)
+    assert any("not reused" in n for n in other.all_notes())
+    assert json.loads((ckpt / "tuned-lens" / FIT_INFO).read_text())["lens_tokens"] == 100_000

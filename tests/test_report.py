@@ -77,7 +77,8 @@ def test_report_sections_in_pipeline_order_and_html_checks(tmp_path):
                                                  "information-flow", "every-checkpoint", "notes", "provenance-and-settings")]
     # sections close in document order, children first; compare the top-level order
     top = re.findall(r'<section id="([^"]+)"><h2>', path.read_text())
-    assert top[:4] == ["training-curves", "behaviour-match-vs-mismatch", "r-against-co-occurrence", "information-flow"]
+    assert top[:5] == ["the-paper-s-claims-on-this-run", "training-curves", "behaviour-match-vs-mismatch", "r-against-co-occurrence",
+                       "information-flow"]  # the claims table (vlground.claims) opens the report
     assert top[-2:] == ["notes", "provenance-and-settings"] and set(order) <= set(top)
     text = path.read_text()
     assert text.index("Key findings") < text.index("Contents") < text.index('id="training-curves"')

@@ -53,3 +53,29 @@ def test_train_without_log_with_writes_no_tracking(tmp_path):
     train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "run"), arch="lstm", size="tiny", progress=False,
                       overrides={**FAST, "steps": 3}))
     assert not (tmp_path / "run" / "tracking").exists()
+
+
+def test_probe_log_with_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vlground.train.tracking import log_probe_results
+
+    rows = [{"run": "tf/seed-0", "step": s, "info_gain": 0.1 * s, "match_surprisal": 3.0, "p_value": None} for s in (0, 10, 20)]
+    assert log_probe_results(tmp_path, "tensorboard", rows) == ["tensorboard"]
+    (d,) = {p.parent for p in (tmp_path / "tracking").rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(d))
+    acc.Reload()
+    gain = acc.Scalars("tf/seed-0/info_gain")
+    assert [e.step for e in gain] == [0, 10, 20] and gain[-1].value == pytest.approx(2.0)
+    assert "tf/seed-0/p_value" not in acc.Tags()["scalars"]
+    with pytest.raises(InputError):
+        log_probe_results(tmp_path, "nope", rows)
+
+
+def test_probe_unknown_tracker_fails_before_probing(tmp_path, capsys):
+    from vlground.cli import main
+
+    rc = main(["probe", "--adapter", "childes", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--log-with", "nope"])
+    assert rc == 2 and "--log-with: unknown tracker nope" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "probe": "probe",
     "build-mismatch": "build_mismatch",
     "demo": "demo",
+    "monitor": "monitor",
     "sweep": "sweep",
     "check-adapter": "check_adapter",
 }
@@ -43,6 +44,7 @@ _HELP = {
     "probe": "run grounding probes on checkpoints through an adapter",
     "build-mismatch": "make mismatched images by inpainting annotated objects",
     "demo": "bundled corpus -> tiny models -> probes -> report, on a laptop CPU",
+    "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
     "sweep": "a grid of corpora x architectures x seeds as tasks on Ray (local or a cluster)",
     "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
 }
@@ -68,6 +70,10 @@ EXAMPLES = {
     "demo": ["vlground demo --quick   # a smoke test, about a minute",
              "vlground demo           # 2 architectures x 3 seeds, about 15 minutes on a laptop",
              "vlground demo --vision  # the vision testbed"],
+    "monitor": ["vlground monitor --adapter llava15 --model llava-hf/llava-1.5-7b-hf --heads probes/llava "
+                "--images coco/val2017 --annotations coco/instances.json --task pope --out probes/llava/monitor-pope",
+                "vlground monitor --adapter visdial_dinov2 --run runs/vd/seed-0 --heads probes/vd --images scenes/val/images "
+                "--annotations scenes/val/instances.json --mismatch mismatch/ --task testbed --mitigate --out probes/vd/monitor-testbed"],
     "sweep": ["vlground sweep paper-text --dry-run       # the paper's text grid: tasks, done, left",
               "vlground sweep my-sweep.yaml --out sweeps/a   # a local Ray instance; run again to resume",
               "vlground sweep paper-text --address auto    # an existing Ray cluster"],

@@ -4,8 +4,8 @@ A local sweep (:mod:`vlground.sweep`) of ``vlground/configs/sweeps/demo.yaml`` w
 command's options applied, on an embedded Ray instance (one task per core; killing the demo stops
 its tasks and the instance). Each task resumes: re-running skips what is finished.
 
-1. generate CHILDES-like CHAT transcripts and build the ENV/LAN corpus (128-token chunks, so
-   that tiny models see enough context windows in a few CPU minutes; the paper uses 512);
+1. generate CHILDES-like CHAT transcripts and build the ENV/LAN corpus (the generator's defaults:
+   about a third of the paper's 512-token chunks hold a co-occurring pair; docs/claims.md);
 2. train tiny Transformer and LSTM models, several seeds, with a checkpoint trajectory;
 3. probe every checkpoint through the ``childes`` adapter: behaviour on all of them, the
    mechanistic probes (saliency, heads, ablation, lens) on a few;
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default="transformer,lstm", help="architectures to train (default: transformer,lstm)")
     p.add_argument("--seeds", default="0,1,2", help="seeds per architecture (default: 0,1,2)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps per run (default: 1000)")
-    p.add_argument("--files", type=int, default=80, help="generated transcripts (default: 80)")
+    p.add_argument("--steps", type=int, default=600, help="training steps per run (default: 600, as demo.yaml)")
+    p.add_argument("--files", type=int, default=1000, help="generated transcripts (default: 1000, as demo.yaml)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray instance: tasks at once (default: one per core, at most 4)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 40 steps, 24 files")
@@ -86,5 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"      {v['text']}")
         if str(v["group"]).startswith("transformer") and not args.quick:
             ok &= v["verdict"] == "grounded"
+    from vlground.claims import claims_table, render_claims_text
+    from vlground.results import load
+
+    print("the paper's claims on this run:\n" + render_claims_text(claims_table(load(outcome.report.parent))))
     print(f"report: {outcome.report.resolve()}  ({time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1

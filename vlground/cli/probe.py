@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser, argv=()) -> None:
     g.add_argument("--mechanistic-checkpoints", default="all", help="the checkpoints that also get the probes other than behaviour (same syntax; default: all)")
     g.add_argument("--overwrite", action="store_true", help="replace an --out that holds another probe's results")
     g.add_argument("--no-report", action="store_true", help="write results only, no report")
+    g.add_argument("--log-with", metavar="TRACKERS",
+                   help="also log each checkpoint's behaviour metrics to tensorboard, wandb, mlflow or all (files in OUT/tracking/)")
     st = p.add_argument_group("verdicts (docs/statistics.md)")
     st.add_argument("--min-effect", type=float, default=0.1, metavar="NATS",
                     help="minimum effect of interest: a smaller information gain is 'no meaningful effect' whatever its p (default 0.1)")
@@ -115,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     from vlground.engine.registry import get_adapter_class
     from vlground.probes.runner import run_probes
     from vlground.report import write_report
+    from vlground.train.tracking import parse_log_with
 
+    parse_log_with(getattr(args, "log_with", None))  # an unknown or missing tracker fails before any probing
     cls = get_adapter_class(args.adapter)
     own = {f.name for f in dataclasses.fields(cls.Options)}
     foreign = [f for f in ADAPTER_FLAGS if getattr(args, f, None) is not None and f not in own]
@@ -129,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     results = run_probes(adapter, probes, vars(args), args.out, checkpoints=args.checkpoints,
                          mechanistic_checkpoints=args.mechanistic_checkpoints, overwrite=args.overwrite)
     n = len(results.checkpoints)
+    if getattr(args, "log_with", None):
+        from vlground.train.tracking import log_probe_results
+
+        log_probe_results(args.out, args.log_with, results.checkpoint_rows())
     expected = [n for n in results.all_notes() if "(model has no " in n]  # a probe the architecture cannot have
     for note in results.all_notes():
         (log.info if note in expected else log.warning)(note)

@@ -15,6 +15,7 @@ fit to measure the per-layer KL.  Activations are computed batch by batch as the
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,16 @@ from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched
 
 
+#: beside a saved lens: the options and token count it was fit with (reuse only when they match)
+FIT_INFO = "vlground-fit.json"
+
+
 @dataclass
 class LensRow:
     layer: int  #: 0 = embeddings, k = after block k (1-based)
     surprisal: float  #: mean target surprisal (nats) read through the lens, match items (env2lan)
     kl: float  #: held-out KL(model || lens) in nats per token
-    fit_tokens: int  #: tokens the lens was fit on (0: a saved lens was reused)
+    fit_tokens: int  #: held-out tokens the lens was fit on (also when a saved lens was reused)
     held_out_tokens: int  #: tokens the KL was measured on
 
 
@@ -62,20 +67,25 @@ class LensProbe(Probe):
         train, held = split_held_out(batches)
         first = batches[0]
         n_layers, d_model = len(first.hidden_states) - 1, first.hidden_states[0].shape[-1]
-        fit_tokens = 0
+        fit_tokens = train.n_tokens() if train is not held else held.n_tokens()
+        # a saved lens is reused only if it was fit the same way on the same number of tokens
+        fit_info = {"lens_tokens": self.options.lens_tokens, "lens_steps": self.options.lens_steps, "fit_tokens": fit_tokens}
         lens_dir = Path(loaded.checkpoint.path) / "tuned-lens"
         lens, notes = None, []
         if lens_dir.is_dir():
             try:
+                saved = json.loads((lens_dir / FIT_INFO).read_text()) if (lens_dir / FIT_INFO).is_file() else None
+                if saved != fit_info:
+                    raise MechanismError(f"fit with {saved or 'unrecorded options'}, not {fit_info}")
                 lens = TunedLens.load(lens_dir, unembedding)
             except (MechanismError, OSError, ValueError) as exc:
                 notes.append(f"lens: {lens_dir} not reused ({exc}); retrained")
         if lens is None:
             lens = TunedLens.for_unembedding(n_layers, d_model, unembedding)
             fit_lens(lens, unembedding, train, LensTrainConfig(steps=self.options.lens_steps))
-            fit_tokens = train.n_tokens() if train is not held else held.n_tokens()
             try:
                 lens.save(lens_dir)
+                (lens_dir / FIT_INFO).write_text(json.dumps(fit_info))
             except OSError as exc:
                 notes.append(f"lens: cannot save beside the checkpoint ({exc})")
         kl = lens_kl(lens, unembedding, held)

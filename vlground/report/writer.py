@@ -16,6 +16,8 @@ import logging
 from pathlib import Path
 
 from vlground import stats
+from vlground.claims import claims_table, render_claims_html
+from vlground.report import monitor_section
 from vlground.report import sections as sec
 from vlground.report.html import Section, page, provenance, table, write_atomic
 from vlground.report.verdicts import final_rows, verdict_table
@@ -88,6 +90,7 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
     if verdicts:
         _csv(out / "verdicts.csv", verdicts)
     parts = [
+        Section("The paper's claims on this run", render_claims_html(claims_table(res), heading=False)),  # vlground.claims
         sec.training(res, plot_dir),
         sec.behaviour(res, verdicts, plot_dir, min_effect),
         sec.r_squared(res, plot_dir),
@@ -99,6 +102,7 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
         sec.per_checkpoint(res),
     ]
     sections = [s for s in parts if s is not None]
+    sections.extend(monitor_section.sections_for(out))  # vlground monitor outputs in OUT/monitor*/
     notes = res.all_notes()
     if notes:
         sections.append(Section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))

@@ -71,3 +71,27 @@ def scalars(rec: dict, prefix: str) -> dict:
 def tracking_dir(out: str | Path) -> str:
     """Where TensorBoard / MLflow files go for the run or probe folder ``out``."""
     return str(Path(out) / "tracking")
+
+
+#: per-checkpoint behaviour fields logged by ``vlground probe --log-with``
+PROBE_FIELDS = ("match_surprisal", "mismatch_surprisal", "info_gain", "r2_cooc", "reverse_info_gain", "p_value")
+
+
+def log_probe_results(out: str | Path, log_with: str | None, checkpoint_rows: list[dict]) -> list[str]:
+    """Log each checkpoint's behaviour metrics as ``<run>/<field>`` at its training step through
+    accelerate's trackers (files in ``OUT/tracking/``). Returns the trackers used."""
+    trackers = parse_log_with(log_with)
+    if not trackers:
+        return []
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True, log_with=trackers, project_dir=tracking_dir(out))
+    acc.init_trackers("probe")
+    try:
+        for r in sorted(checkpoint_rows, key=lambda r: (str(r.get("run")), -1 if r.get("step") is None else r["step"])):
+            vals = {f"{r['run']}/{k}": r[k] for k in PROBE_FIELDS if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])}
+            if vals:
+                acc.log(vals, step=r.get("step") if r.get("step") is not None else 0)
+    finally:
+        acc.end_training()
+    return trackers

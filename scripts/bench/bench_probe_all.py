@@ -1,0 +1,144 @@
+"""Cost of probing one checkpoint of the demo's Transformer with every probe, before and after
+the probe-layer refactor, measured in one run.
+
+"Before" is the code at commit ``23b0cf8`` (the last commit before ``vlground/probes/``), checked
+out as a git worktree; "after" is this checkout. Both probe the same checkpoint (a
+``transformer-tiny`` run on the bundled corpus at the demo's chunk length, trained briefly by this
+checkout) with ``behaviour,saliency,heads,ablation,lens`` through ``vlground probe --checkpoints
+last``, each round in a fresh subprocess (one torch thread), into a
+fresh output folder (``vlground``, ``vlground.adapters`` and ``vlground.datasets`` mounted from that
+tree, so the installed checkout cannot leak in), with the checkpoint's cached tuned lens removed first (both versions fit and
+cache it beside the checkpoint). The time is the ``vlground probe`` call inside the subprocess
+(imports of torch and transformers excluded). Rounds alternate old and new; the ratio is the
+median of the per-round ratios new / old.
+
+The two versions do not do the same work: the new one identifies heads in the final model (here
+the same checkpoint) and adds the gather-only ablation row; it reports items and rows so the
+difference can be read. Options are each version's defaults.
+
+    python scripts/bench/bench_probe_all.py [--rounds 5] [--old-ref 23b0cf8] [--files 60] [--steps 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBES = "behaviour,saliency,heads,ablation,lens"
+
+#: run inside the subprocess: time only the probe call
+DRIVER = r"""
+import importlib.util, json, sys, time, types
+from pathlib import Path
+
+tree = Path(sys.argv[2])
+
+
+def mount(name, folder):  # vlground, vlground.adapters, vlground.datasets from this tree only (not the installed one)
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    else:  # a folder without __init__.py (newer layout): a package over that folder
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(folder)]
+        sys.modules[name] = mod
+    if "." in name:
+        setattr(sys.modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1], mod)
+
+
+for name, sub in (("vlground", "vlground"), ("vlground.adapters", "adapters"), ("vlground.datasets", "datasets")):
+    mount(name, tree / sub)
+import torch
+torch.set_num_threads(1)
+import transformers  # noqa: F401  (imported before the clock starts, like torch)
+from vlground.cli import main
+assert Path(sys.modules["vlground.cli"].__file__).is_relative_to(tree)
+argv = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+rc = main(argv)
+print("SECONDS", time.perf_counter() - t0, rc)
+"""
+
+
+def probe_once(tree: Path, run: Path, out: Path) -> float:
+    """Seconds of one ``vlground probe`` of the run's last checkpoint with the code in ``tree``."""
+    for lens in run.glob("checkpoints/*/tuned-lens"):
+        shutil.rmtree(lens)
+    if out.exists():
+        shutil.rmtree(out)
+    argv = ["probe", "--adapter", "childes", "--run", str(run), "--out", str(out), "--probes", PROBES,
+            "--checkpoints", "last", "--no-report", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argv), str(tree)], cwd=tree, env=env, capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("SECONDS")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"probe with {tree} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return float(line[-1].split()[1])
+
+
+def describe(out: Path) -> str:
+    """Items and rows of a results.json of either schema."""
+    data = json.loads((out / "results.json").read_text())
+    if data.get("version") == 2:
+        beh = data["probes"].get("behaviour", {}).get("records", [{}])
+        abl = data["probes"].get("ablation", {}).get("tables", {}).get("ablation", [])
+        return f"items {beh[0].get('n_items') if beh else '?'}, ablation rows {[(r['head_type'], r['n_items']) for r in abl]}"
+    recs = data.get("checkpoints", data.get("records", []))
+    rec = recs[-1] if recs else {}
+    abl = data.get("ablation", [])
+    return f"items {rec.get('n_items', '?')}, ablation rows {[(r.get('head_type'), r.get('n_items')) for r in abl]}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="alternating old/new rounds (median of per-round ratios)")
+    ap.add_argument("--old-ref", default="23b0cf8", help="the pre-refactor commit")
+    ap.add_argument("--files", type=int, default=60, help="generated transcripts for the corpus")
+    ap.add_argument("--steps", type=int, default=40, help="training steps of the probed run")
+    ap.add_argument("--chunk-len", type=int, default=512, help="corpus chunk length (the demo's)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from vlground.datasets.chat_generator import build_default_corpus
+    from vlground.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        old = tmp / "old"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.old_ref], check=True, capture_output=True)
+        try:
+            corpus = build_default_corpus(tmp / "corpus", seed=0, n_files=args.files, chunk_len=args.chunk_len)
+            run = train(TrainConfig(corpus=str(corpus), out=str(tmp / "run"), arch="transformer", size="tiny", seed=0, progress=False,
+                                    overrides={"steps": args.steps, "batch_size": 8, "lr": 3e-3, "warmup_steps": 5,
+                                               "checkpoint_every": args.steps, "checkpoint_dense_until": 0}))
+            times: dict[str, list[float]] = {"old": [], "new": []}
+            for k in range(args.rounds):
+                for name, tree in (("old", old), ("new", ROOT)) if k % 2 == 0 else (("new", ROOT), ("old", old)):
+                    times[name].append(probe_once(tree, run, tmp / f"out-{name}"))
+                print(f"round {k + 1}: old {times['old'][-1]:.1f} s, new {times['new'][-1]:.1f} s", flush=True)
+            ratios = [n / o for n, o in zip(times["new"], times["old"])]
+            print(f"checkpoint: {run.name} step {args.steps}, transformer-tiny, chunk_len {args.chunk_len}, probes {PROBES}, 1 torch thread")
+            print(f"old ({args.old_ref}): {describe(tmp / 'out-old')}")
+            print(f"new (this checkout): {describe(tmp / 'out-new')}")
+            print(f"seconds per checkpoint, median of {args.rounds}: old {statistics.median(times['old']):.1f}, "
+                  f"new {statistics.median(times['new']):.1f}")
+            print(f"ratio new / old (median of per-round ratios): {statistics.median(ratios):.2f}x "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
