@@ -78,7 +78,10 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    # Ray's own start-up notices (e.g. "token authentication is enabled") say nothing a user of a
+    # local instance must act on: shown with -v, otherwise only Ray's errors reach the terminal
+    level = logging.WARNING if logging.getLogger("vlground").isEnabledFor(logging.INFO) else logging.ERROR
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=level, configure_logging=True)
     if address:
         ray.init(address=address, **kwargs)
     else:
