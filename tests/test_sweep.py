@@ -285,3 +285,18 @@ def test_killed_demo_leaves_no_process(tmp_path, sig):
     while _tagged_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _tagged_processes(tag) == []
+
+
+def test_report_links_arrays_again_without_error(tmp_path):
+    """The combined report is rewritten as probes finish: linking an array that is already linked
+    (same file) must neither fail nor leave a temporary file behind."""
+    from vlground.sweep.report import _link
+
+    src = tmp_path / "probe" / "a.npz"
+    src.parent.mkdir()
+    src.write_bytes(b"x")
+    dst = tmp_path / "report" / "arrays" / "a.npz"
+    for _ in range(3):
+        _link(src, dst)
+    assert dst.read_bytes() == b"x" and os.path.samefile(src, dst)
+    assert [p.name for p in dst.parent.iterdir()] == ["a.npz"]

@@ -66,15 +66,24 @@ def combine(parts: list, out: Path | None = None):
 
 
 def _link(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) ``src`` to ``dst`` atomically; nothing to do when ``dst`` already is ``src``.
+
+    (rename() of one hard link onto another of the same file does nothing and leaves the
+    temporary name behind, so the same-file case is handled first and a stale temporary removed.)
+    """
     if not src.is_file():
+        return
+    if dst.is_file() and os.path.samefile(src, dst):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
     except OSError:  # another filesystem
         shutil.copy2(src, tmp)
     os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)
 
 
 def write_combined(out: Path, probe_tasks: list[Task]) -> Path | None:
