@@ -205,6 +205,8 @@ SUMMARY_FIELDS = (
 def seed_summary(res: Results) -> list[dict[str, Any]]:
     """Per (group, step): mean over seeds of the summary fields, with the min and max over seeds
     as the band (a band that cannot leave the values' range), and ``n_seeds``."""
+    from vlground.stats import seed_band
+
     groups: dict[tuple[str, Any], list[dict]] = {}
     for r in res.checkpoint_rows():
         groups.setdefault((r.get("group") or r["run"], r.get("step")), []).append(r)
@@ -214,8 +216,6 @@ def seed_summary(res: Results) -> list[dict[str, Any]]:
         for f in SUMMARY_FIELDS:
             vals = [r[f] for r in rs if r.get(f) is not None]
             if vals:
-                row[f] = float(np.mean(vals))
-                row[f + "_low"] = float(np.min(vals))
-                row[f + "_high"] = float(np.max(vals))
+                row[f], row[f + "_low"], row[f + "_high"] = seed_band(vals, "minmax")
         out.append(row)
     return out
