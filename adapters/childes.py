@@ -327,6 +327,8 @@ class ChildesAdapter(Adapter):
         corpus, order, bs = loaded.extra.get("corpus"), loaded.extra.get("order"), loaded.extra.get("batch_size")
         if corpus is None or order is None or not bs:
             return None
+        # the corpus's one definition (vlground.datasets.cooc): a word that does not count
+        # (closed-class, or not in --cooc-words) has no co-occurrence, like a word with one form
         counts = corpus.cumulative_cooc(order, int(loaded.checkpoint.step) * int(bs))
         index = {p["word"]: i for i, p in enumerate(corpus.pairs)}
         return {w: int(counts[index[w]]) if w in index else 0 for w in words}

@@ -308,13 +308,17 @@ def generate_transcripts(
 
 def corpus_statistics(corpus_dir: str | os.PathLike) -> dict:
     """The statistics the bundled corpus is matched to, from a built corpus's ``stats.json``:
-    ``cooc_chunk_share`` (chunks holding a co-occurring pair / chunks, at the corpus's
-    ``chunk_len``), ``act_share`` (utterances with an ``%act`` tier / utterances), and the sizes."""
+    ``cooc_chunk_share`` (chunks holding a co-occurring pair of counted words / chunks, at the
+    corpus's ``chunk_len``; ``vlground.datasets.cooc``), ``cooc_chunk_share_all_words`` (the same
+    over every pair, function words included), ``act_share`` (utterances with an ``%act`` tier /
+    utterances), and the sizes."""
     import json
 
     st = json.loads((Path(corpus_dir) / "stats.json").read_text(encoding="utf-8"))
+    n = max(st["chunks"], 1)
     return {
-        "chunk_len": st["chunk_len"], "chunks": st["chunks"], "cooc_chunk_share": st["cooc_chunks"] / max(st["chunks"], 1),
+        "chunk_len": st["chunk_len"], "chunks": st["chunks"], "cooc_chunk_share": st["cooc_chunks"] / n,
+        "cooc_chunk_share_all_words": st.get("cooc_chunks_all_words", st["cooc_chunks"]) / n,
         "utterances": st["utterances"], "act_share": st["utterances_with_act"] / max(st["utterances"], 1),
         "tokens": st["tokens"], "files": st["files"],
     }

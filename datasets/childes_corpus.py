@@ -8,14 +8,15 @@ Steps of :func:`build_corpus`:
    concatenate the files into one stream; a file with errors and no readable utterance is
    skipped, an utterance the reader drops is counted, both reported as ``path:line: reason``;
 3. build the vocabulary (:mod:`.tokenizer`), with ``min_count`` per form;
-4. cut the stream into ``chunk_len`` chunks, compute co-occurrence and apply ``drop_cooc``
-   (:mod:`.cooc`);
+4. choose the counted words (``%mor`` tags, the function-word list, or ``cooc_words``), cut the
+   stream into ``chunk_len`` chunks, compute co-occurrence and apply ``drop_cooc`` (:mod:`.cooc`);
 5. write every file into a temporary folder renamed into place at the end (``atomic_dir``).
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,7 +29,8 @@ from vlground.corpus.format import (ENV, FORMAT, LAN, SPECIALS, atomic_dir, chec
 from vlground.errors import InputError
 
 from .childes_text import act_tuple
-from .cooc import choose_dropped, chunk_sources, chunk_stream, cooc_matrix
+from .cooc import (choose_dropped, chunk_sources, chunk_stream, cooc_chunk_mask, cooc_matrix, counted_words, mor_tags,
+                   read_cooc_words)
 from .tokenizer import build_vocab, pairs_from_vocab, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ class BuildCorpusConfig:
     """Fraction in [0, 1] of the co-occurring chunks to remove (``round(F * n)`` of them)."""
     seed: int = 0
     """Seed of ``numpy.random.default_rng`` that chooses the dropped chunks."""
+    cooc_words: str | None = None
+    """A file of the words whose co-occurrence counts (one per line, e.g. the probe's targets);
+    default: every pair but closed-class words (``%mor`` tags, else the function-word list)."""
     strict: bool = False
     """Stop with an error at the first problem (error-severity) instead of skipping it."""
     overwrite: bool = False
@@ -66,6 +71,8 @@ class BuildCorpusConfig:
         if not self.inputs:
             raise InputError("build-corpus: no input given (pass .cha files, folders or .zip archives)")
         check_build_options(self.chunk_len, self.min_count, self.drop_cooc, self.seed)
+        if self.cooc_words:
+            read_cooc_words(self.cooc_words)  # a bad list fails before any transcript is read
         check_out(self.out, self.inputs, overwrite=self.overwrite)
 
 
@@ -92,6 +99,7 @@ class _Encoded:
     sources: list[str] = field(default_factory=list)
     speakers: set[str] = field(default_factory=set)
     stats: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=lambda: defaultdict(Counter))  #: word -> Counter of %mor categories
 
 
 def _encode(files: Iterable[ChatFile], strict: bool) -> _Encoded:
@@ -132,6 +140,10 @@ def _encode(files: Iterable[ChatFile], strict: bool) -> _Encoded:
                     append(spk)
                     extend(map(env_get, ws))
             ws = utt.words  # the reader's contract: clean words (Utterance.words), used as they are
+            mor = utt.tiers.get("mor")
+            if mor:
+                for w, pos in mor_tags(ws, mor):
+                    enc.tags[w][pos] += 1
             if ws:
                 empty = False
                 append(spk)
@@ -206,6 +218,11 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
         stream = pid_to_id[stream_pid]
         del stream_pid
         pairs = pairs_from_vocab(vocab)
+        explicit = read_cooc_words(config.cooc_words) if config.cooc_words else None
+        counted = counted_words([p["word"] for p in pairs], tags=enc.tags, explicit=explicit, source=config.cooc_words)
+        counted_mask = counted.mask(p["word"] for p in pairs)
+        for p, c in zip(pairs, counted_mask):
+            p["counted"] = bool(c)
         env_ids = np.array([p["env_id"] for p in pairs], dtype=np.int64)
         lan_ids = np.array([p["lan_id"] for p in pairs], dtype=np.int64)
 
@@ -215,8 +232,9 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
         sources_of = chunk_sources(file_starts, chunks.shape[0], config.chunk_len)
         cooc = cooc_matrix(chunks, env_ids, lan_ids, len(vocab))
         n_chunks_all = chunks.shape[0]
-        n_cooc_all = int(np.count_nonzero(np.diff(cooc.indptr)))
-        dropped = choose_dropped(cooc, config.drop_cooc, config.seed) if config.drop_cooc > 0 else None
+        n_cooc_all = int(np.count_nonzero(cooc_chunk_mask(cooc, counted_mask)))
+        n_cooc_all_words = int(np.count_nonzero(cooc_chunk_mask(cooc)))
+        dropped = choose_dropped(cooc, config.drop_cooc, config.seed, counted_mask) if config.drop_cooc > 0 else None
         if dropped is not None and dropped.size:
             keep = np.ones(n_chunks_all, dtype=bool)
             keep[dropped] = False
@@ -235,6 +253,7 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
         write_json(tmp / "sources.json", enc.sources)
         write_json(tmp / "vocab.json", vocab)
         write_json(tmp / "pairs.json", pairs)
+        write_json(tmp / "cooc_words.json", counted.to_json())
         save_tokenizer(vocab, tmp, model_max_length=config.chunk_len)
 
         is_env = np.array([t.endswith(ENV) for t in vocab], dtype=bool)
@@ -250,9 +269,13 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
             pairs=len(pairs),
             chunk_len=int(config.chunk_len),
             chunks=int(n_chunks_all),
+            cooc_words=len(counted.words),
+            cooc_words_rule=counted.rule,
             cooc_chunks=n_cooc_all,
+            cooc_chunks_all_words=n_cooc_all_words,
             chunks_kept=int(chunks.shape[0]),
-            cooc_chunks_kept=int(np.count_nonzero(np.diff(cooc.indptr))),
+            cooc_chunks_kept=int(np.count_nonzero(cooc_chunk_mask(cooc, counted_mask))),
+            cooc_chunks_all_words_kept=int(np.count_nonzero(cooc_chunk_mask(cooc))),
             env_tokens_kept=int(token_counts[is_env].sum()),
             lan_tokens_kept=int(token_counts[is_lan].sum()),
             drop_cooc=float(config.drop_cooc),
@@ -275,6 +298,7 @@ def build_corpus_from_files(files: Iterable[ChatFile], config: BuildCorpusConfig
                 "min_count": int(config.min_count),
                 "drop_cooc": float(config.drop_cooc),
                 "seed": int(config.seed),
+                "cooc_words": counted.rule,
                 "inputs": [os.fspath(p) for p in config.inputs],
                 "file_separator": FILE_SEPARATOR,
                 "options": {k: v for k, v in asdict(config).items() if k not in ("progress", "out")},

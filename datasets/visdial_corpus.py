@@ -283,7 +283,7 @@ def build_visdial_corpus(config: VisdialCorpusConfig, featurizer=None) -> Path:
             "tokens": int(stream.shape[0]), "image_tokens": int(all_counts[vocab[IMAGE]]),
             "lan_tokens": int(all_counts[is_lan].sum()), "unk_tokens": int(all_counts[unk]),
             "vocab_size": len(vocab), "pairs": len(pairs), "chunk_len": int(config.chunk_len),
-            "chunks": int(n_chunks_all), "cooc_chunks": n_cooc_all, "chunks_kept": int(chunks.shape[0]),
+            "chunks": int(n_chunks_all), "cooc_chunks": n_cooc_all, "cooc_chunks_all_words": n_cooc_all, "chunks_kept": int(chunks.shape[0]),
             "cooc_chunks_kept": int(np.count_nonzero(np.diff(cooc.indptr))),
             "drop_cooc": float(config.drop_cooc), "seed": int(config.seed),
             "dropped_chunks": [] if dropped is None else [int(i) for i in dropped],

@@ -127,7 +127,8 @@ def test_min_count_is_per_form(small_chat: Path, tmp_path: Path):
 
 def test_drop_cooc_exact_and_seeded(generated: Path, tmp_path: Path):
     full = _build([generated], tmp_path / "full", chunk_len=32)
-    cooc_idx = np.flatnonzero(np.asarray(full.cooc.sum(axis=1)).ravel() > 0)
+    counted = full.counted_pairs  # chunks with a co-occurring pair of counted words (datasets/cooc.py)
+    cooc_idx = np.flatnonzero(np.asarray(full.cooc[:, np.flatnonzero(counted)].sum(axis=1)).ravel() > 0)
     n = len(cooc_idx)
     assert 10 < n < full.n_chunks  # some chunks have no co-occurring pair
     a = _build([generated], tmp_path / "a", chunk_len=32, drop_cooc=0.3, seed=1)
@@ -148,7 +149,7 @@ def test_drop_cooc_exact_and_seeded(generated: Path, tmp_path: Path):
     assert a.stats["cooc_chunks_kept"] == n - len(dropped)
     assert np.array_equal(a.token_counts, np.bincount(a.chunks.ravel(), minlength=len(a.vocab)))
     everything = _build([generated], tmp_path / "all", chunk_len=32, drop_cooc=1.0, seed=0)
-    assert everything.cooc.nnz == 0 and everything.n_chunks == full.n_chunks - n
+    assert everything.cooc[:, np.flatnonzero(counted)].nnz == 0 and everything.n_chunks == full.n_chunks - n
 
 
 def test_bad_files_are_skipped_and_strict_stops(small_chat: Path, tmp_path: Path):

@@ -1,7 +1,7 @@
 """``vlground build-corpus``: CHAT transcripts -> an ENV/LAN corpus folder.
 
     vlground build-corpus INPUT... --out DIR [--chunk-len 512] [--min-count N]
-                          [--drop-cooc F --seed S] [--strict] [--overwrite]
+                          [--drop-cooc F --seed S] [--cooc-words FILE] [--strict] [--overwrite]
     vlground build-corpus --visdial visdial_1.0_train.json --images coco/train2014
                           --annotations instances_train2014.json --vision facebook/dinov2-base --out DIR
                           [--vision-init random --vision-seed S] [--features-cache DIR]
@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--min-count", type=int, default=1, metavar="N",
                         help="word forms (w<ENV>, w<LAN>, counted separately) seen fewer times become <unk> (default 1)")
     common.add_argument("--drop-cooc", type=float, default=0.0, metavar="F",
-                        help="remove round(F * n) of the n chunks where some w<ENV> and w<LAN> co-occur (default 0)")
+                        help="remove round(F * n) of the n chunks where w<ENV> and w<LAN> of a counted word co-occur "
+                             "(default 0; docs/corpus.md)")
+    common.add_argument("--cooc-words", metavar="FILE",
+                        help="the words whose co-occurrence counts, one per line (e.g. the probe's targets); default: "
+                             "every word with both forms but closed-class ones (%%mor tags, else a function-word list)")
     common.add_argument("--seed", type=int, default=0, metavar="S", help="seed choosing the dropped chunks (default 0)")
     common.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     common.add_argument("--overwrite", action="store_true", help="replace DIR if it exists (once the new one is complete)")
@@ -80,6 +84,7 @@ def _build_chat(args: argparse.Namespace):
         min_count=args.min_count,
         drop_cooc=args.drop_cooc,
         seed=args.seed,
+        cooc_words=args.cooc_words,
         strict=args.strict,
         overwrite=args.overwrite,
         progress=not args.no_progress,
@@ -94,6 +99,8 @@ def _build_visdial(args: argparse.Namespace):
     if missing or args.inputs:
         raise InputError(f"build-corpus --visdial: give {', '.join(missing)}" if missing else
                          "build-corpus --visdial: CHAT inputs cannot be mixed with --visdial")
+    if args.cooc_words:
+        raise InputError("build-corpus --visdial: --cooc-words is for CHAT corpora (every Visual Dialog pair is an object category)")
     check_device(args.device)
     config = VisdialCorpusConfig(
         visdial=args.visdial, images=args.images, annotations=args.annotations, vision=args.vision, out=args.out,
@@ -125,8 +132,9 @@ def _report(out) -> None:
         f"{out}: {st['files']} files ({st['files_skipped']} skipped), "
         f"{st['utterances']} utterances ({st['utterances_skipped']} skipped), "
         f"{st['env_tokens']} ENV + {st['lan_tokens']} LAN tokens, vocab {st['vocab_size']}, {st['pairs']} pairs; "
-        f"{st['chunks_kept']} chunks of {st['chunk_len']} ({st['cooc_chunks']} of {st['chunks']} co-occurring, "
-        f"{dropped} dropped)"
+        f"{st['chunks_kept']} chunks of {st['chunk_len']} ({st['cooc_chunks']} of {st['chunks']} co-occurring over "
+        f"{st.get('cooc_words', st['pairs'])} counted words, {st.get('cooc_chunks_all_words', st['cooc_chunks'])} over all "
+        f"words; {dropped} dropped)"
     )
 
 

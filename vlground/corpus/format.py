@@ -10,10 +10,13 @@ A corpus is a folder::
     vocab.json           token -> id; words spelled ``word<ENV>`` / ``word<LAN>``, speakers ``<CHI>``
     tokenizer.json (+ tokenizer_config.json, special_tokens_map.json)
                          the same vocabulary as a Hugging Face ``PreTrainedTokenizerFast``
-    pairs.json           list of words that have both forms: {"word", "env_id", "lan_id"}; the
-                         position in this list is the *pair index*
+    pairs.json           list of words that have both forms: {"word", "env_id", "lan_id", "counted"};
+                         the position in this list is the *pair index*; ``counted``: the word's
+                         co-occurrence counts (``vlground.datasets.cooc``; absent in older corpora)
+    cooc_words.json      (CHAT corpora) how the counted words were chosen, the list, and why each
+                         other pair does not count
     cooc.npz             scipy.sparse CSR bool [n_chunks, n_pairs]: pair p co-occurs in chunk c
-                         (both ``w<ENV>`` and ``w<LAN>`` are in the chunk)
+                         (both ``w<ENV>`` and ``w<LAN>`` are in the chunk), every pair
     token_counts.npy     int64 [vocab_size]: occurrences of each id in the kept chunks
     stats.json           counts and skipped files/utterances with reasons
     dropped_chunks.npy   (only with --drop-cooc) int64: indices, in the numbering before the drop,
@@ -313,8 +316,32 @@ class Corpus:
             raise InputError(f"{self.path / 'tokenizer.json'}: missing")
         return PreTrainedTokenizerFast.from_pretrained(str(self.path))
 
+    @cached_property
+    def counted_pairs(self) -> np.ndarray:
+        """bool [n_pairs]: the pairs whose co-occurrence counts (``vlground.datasets.cooc``).
+
+        From ``pairs.json``'s ``counted``; a corpus written before it existed gets the default
+        rule (the function-word list) for CHAT corpora, every pair for the others (their pairs
+        are object categories)."""
+        if all("counted" in p for p in self.pairs):
+            return np.array([bool(p["counted"]) for p in self.pairs], dtype=bool)
+        if self.meta.get("kind", "childes") != "childes":
+            return np.ones(len(self.pairs), dtype=bool)
+        from vlground.datasets.cooc import counted_words
+
+        rule = counted_words(p["word"] for p in self.pairs)
+        return rule.mask(p["word"] for p in self.pairs)
+
+    def cooc_chunk_mask(self, all_words: bool = False) -> np.ndarray:
+        """bool [n_chunks]: chunk ``c`` holds a co-occurring pair of counted words (of any pair
+        with ``all_words``); the definition of ``vlground.datasets.cooc.cooc_chunk_mask``."""
+        from vlground.datasets.cooc import cooc_chunk_mask
+
+        return cooc_chunk_mask(self.cooc, None if all_words else self.counted_pairs)
+
     def cumulative_cooc(self, order: np.ndarray, n_seen: int) -> np.ndarray:
-        """int64 [n_pairs]: chunks holding each pair among the first ``n_seen`` of ``order``.
+        """int64 [n_pairs]: chunks holding each counted pair among the first ``n_seen`` of ``order``
+        (0 for a pair that does not count: a closed-class word has no co-occurrence).
 
         ``order`` is the sequence of chunk indices a training run showed (``RUN/order.npy``); a
         run at step ``s`` with batch size ``B`` has seen ``n_seen = s * B`` chunks.
@@ -323,4 +350,6 @@ class Corpus:
         if seen.size == 0:
             return np.zeros(len(self.pairs), dtype=np.int64)
         counts = np.bincount(seen, minlength=self.n_chunks)  # a chunk seen twice counts twice
-        return np.asarray(self.cooc.T.astype(np.int64) @ counts, dtype=np.int64).ravel()
+        out = np.asarray(self.cooc.T.astype(np.int64) @ counts, dtype=np.int64).ravel()
+        out[~self.counted_pairs] = 0
+        return out

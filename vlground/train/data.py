@@ -33,8 +33,8 @@ def split_chunks(n_chunks: int, val_fraction: float, split_seed: int) -> tuple[n
 def drop_cooc_chunks(train_idx: np.ndarray, cooc_chunks: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(kept, dropped)`` sorted int64 training chunks: a run-level ``--drop-cooc``.
 
-    ``cooc_chunks``: bool ``[n_chunks]``, chunk ``c`` holds a co-occurring pair (a row of the
-    corpus's ``cooc.npz`` with any entry).  With ``idx`` the ascending co-occurring chunks of
+    ``cooc_chunks``: bool ``[n_chunks]``, chunk ``c`` holds a co-occurring pair of counted words
+    (``Corpus.cooc_chunk_mask()``, the definition of ``vlground.datasets.cooc``).  With ``idx`` the ascending co-occurring chunks of
     ``train_idx`` and ``n = len(idx)``, exactly ``k = round(fraction * n)`` are dropped, namely
     ``sorted(idx[numpy.random.default_rng([seed, 1]).permutation(n)[:k]])``: the run's ``seed``
     chooses them, so every training seed leaves out a different subset; the validation chunks are

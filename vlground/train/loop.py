@@ -100,7 +100,7 @@ def _train_one(cfg: TrainConfig) -> None:
         model_cfg = {**model_cfg, WIDTH_KEYS[arch]: images.dim}
     train_idx, val_idx = split_chunks(corpus.n_chunks, h.val_fraction, h.split_seed)
     if h.drop_cooc > 0:  # run-level --drop-cooc: the run's seed chooses the co-occurring chunks left out
-        train_idx, _ = drop_cooc_chunks(train_idx, np.diff(corpus.cooc.indptr) > 0, h.drop_cooc, cfg.seed)
+        train_idx, _ = drop_cooc_chunks(train_idx, corpus.cooc_chunk_mask(), h.drop_cooc, cfg.seed)
     B = h.batch_size
     spec = {
         "arch": arch, "size": size, "config_file": config_file, "seed": cfg.seed,
