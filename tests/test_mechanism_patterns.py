@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vlground.mechanism.errors import MechanismError
+from _mechanism_models import tiny_gpt2  # noqa: F401  (fixture)
 from vlground.mechanism.flow import flow_into, head_grid, normalize_grid, normalize_maps
 from vlground.mechanism.patterns import (
     BoxThresholds,
@@ -159,6 +160,8 @@ PLANTED = {
 }
 EXPECTED = {  # rule -> (gather, aggregate, gather-only, neither), in PLANTED's order
     "strip": ([1, 1, 0, 1, 1], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 0, 1, 0, 0]),
+    # the maps have diagonal mass down to row 9, the inferred predicted row: row 7 is another position
+    "strip-off-target": ([1, 1, 0, 1, 1], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 0, 1, 0, 0]),
     "strip-minus-dot": ([1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]),
 }
 
@@ -175,15 +178,87 @@ def test_planted_maps_under_each_gather_rule(rule):
     assert torch.equal(p.gather_only, gather_only) and torch.equal(gather_only_mask(maps, th), gather_only)
     assert torch.equal(p.mask("gather-only"), gather_only) and torch.equal(p.neither, neither)
     assert p.gather_rule == rule
-    strip_share = {"strip": [0.40, 0.40, 0.10, 0.70, 0.34], "strip-minus-dot": [0.35, 0.0, 0.0, 0.35, 0.24]}[rule]
+    strip_share = {"strip": [0.40, 0.40, 0.10, 0.70, 0.34], "strip-off-target": [0.40, 0.40, 0.10, 0.70, 0.34],
+                   "strip-minus-dot": [0.35, 0.0, 0.0, 0.35, 0.24]}[rule]
     assert torch.allclose(p.strip_share, torch.tensor(strip_share), atol=1e-6)
     assert torch.allclose(p.dot_share, torch.tensor([0.6 / 9, 0.4, 0.1, 0.35, 0.1]), atol=1e-6)
 
 
-def test_paper_rule_is_the_default_and_unknown_rules_fail():
-    assert GatherAggregateThresholds().gather_rule == "strip"
-    assert classify_heads(PLANTED["dot"]).gather  # under the literal rule a dot is also a strip
+def test_off_target_rule_is_the_default_and_unknown_rules_fail():
+    assert GatherAggregateThresholds().gather_rule == "strip-off-target"
+    lit = GatherAggregateThresholds(gather_rule="strip")
+    assert classify_heads(PLANTED["dot"], lit).gather  # under the literal rule a dot is also a strip
+    assert not classify_heads(PLANTED["dot"], predict_positions=7).gather  # a dot in the predicted row is no strip
     with pytest.raises(MechanismError, match="unknown gather rule"):
         GatherAggregateThresholds(gather_rule="row")
     with pytest.raises(MechanismError, match="unknown head type"):
         classify_heads(PLANTED["dot"]).mask("dots")
+
+
+# The loss sits at the predicted position t: in the last block only row t carries saliency.
+T = 7
+
+
+def loss_row_only():
+    """A last-block head: all earlier tokens flow into t and nothing else has saliency."""
+    m = torch.zeros(S, S)
+    m[T, : T + 1] = 1.0 / (T + 1)
+    return m
+
+
+def anchor_strip():
+    """A strip into an anchor at 4 (45% of the mass), the rest into t as the loss row spreads it."""
+    m = torch.zeros(S, S)
+    m[4, :5] = 0.45 / 5
+    m[T, : T + 1] = 0.55 / (T + 1)
+    return m
+
+
+def loss_row_dot():
+    m = torch.zeros(S, S)
+    m[T, : T + 1] = 0.2 / (T + 1)
+    m[T, 2] += 0.8
+    return m
+
+
+def test_loss_row_alone_is_no_gather_head():
+    maps = torch.stack([loss_row_only(), anchor_strip(), loss_row_dot()])
+    lit = classify_heads(maps, GatherAggregateThresholds(gather_rule="strip"))
+    assert lit.gather.tolist() == [True, True, True]  # the literal rule: every loss-row head "gathers"
+    for pp in (T, torch.tensor([T, T, T]), None):  # given, or inferred as the last row with mass
+        p = classify_heads(maps, predict_positions=pp)
+        assert p.gather.tolist() == [False, True, False]
+        assert p.aggregate.tolist() == [False, False, True]
+        assert torch.allclose(p.strip_share, torch.tensor([0.0, 0.45, 0.0]), atol=1e-6)
+        assert int(p.strip_row[1]) == 4
+    # the rule follows the predicted position, not a fixed row: predicted at 4, the row-4 strip is the loss row
+    p = classify_heads(anchor_strip(), predict_positions=4)
+    assert bool(p.gather) and int(p.strip_row) == T and float(p.strip_share) == pytest.approx(0.55)
+    with pytest.raises(MechanismError, match="predict_positions"):
+        classify_heads(maps, predict_positions=torch.tensor([T, T]))
+
+
+def test_last_block_of_a_real_model_has_no_gather_head(tiny_gpt2):
+    """Saliency of a tiny GPT-2 with the loss at one position: the last block's maps are non-zero
+    only in the predicted row, so the literal rule calls all its heads gather and the default none."""
+    from vlground.mechanism import attention_saliency
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (3, 9))
+    pos, tgt = torch.tensor([8, 6, 5]), torch.tensor([3, 4, 5])
+    sal = attention_saliency(tiny_gpt2, ids, pos, tgt)  # [B, L, H, S, S]
+    last = sal[:, -1].abs()
+    assert (last.sum(-1) > 0).sum(-1).eq(1).all()  # one salient row per head ...
+    assert torch.equal(last.sum(-1).argmax(-1), pos[:, None].expand(3, last.shape[1]))  # ... the predicted one
+    lit = classify_heads(sal, GatherAggregateThresholds(gather_rule="strip"))
+    assert lit.gather[:, -1].all()
+    p = classify_heads(sal, predict_positions=pos)
+    assert not p.gather[:, -1].any()
+    assert torch.equal(p.gather, classify_heads(sal).gather)  # inferring t gives the same heads
+    # earlier blocks: a gather head has a strip elsewhere than t holding >= 30% of its mass, by hand
+    for b in range(3):
+        for layer in range(sal.shape[1]):
+            for h in range(sal.shape[2]):
+                m = sal[b, layer, h].abs().tril()
+                best = max(float(m[i].sum()) for i in range(9) if i != int(pos[b]))
+                assert bool(p.gather[b, layer, h]) == (best / float(m.sum()) >= 0.3)

@@ -6,13 +6,22 @@ strongly negative flow is as much "carried by the head" as a positive one.  With
 ``total = sum M``:
 
 * aggregate (a dot, the paper's rule): the largest cell holds ``max_ij M[i, j] / total >= t_aggregate``.
-* gather (a strip: all earlier tokens flowing into one position), two selectable rules:
+* gather (a strip: all earlier tokens flowing into one position), three selectable rules:
 
-  - ``strip`` (default, the paper's literal rule: "the strip at certain position occupies at
-    least 30% of the total saliency mass of the head"): some row holds
-    ``max_i sum_j M[i, j] / total >= t_gather``.  Under this rule a dot is also a strip (its
-    row holds at least the dot's mass), so every aggregate head with ``t_gather <= t_aggregate``
-    is a gather head too.
+  - ``strip-off-target`` (default): a strip at a position *other than the predicted one*,
+    ``max_{i != t} sum_j M[i, j] / total >= t_gather`` with ``t`` the predicted position (the
+    row whose logits carry the loss) and ``total`` the head's whole mass.  The loss sits at
+    ``t``, so the last block's saliency is non-zero only in row ``t`` and every last-block head
+    would be a full strip there by construction; that row says nothing about gathering.  A
+    gather head in the sense of Bick et al. (2025) collects a span into an *anchor* position
+    that later heads read, so its strip lies before ``t``.  ``t`` is given per map
+    (``predict_positions``) or, if not, taken as the last row with any mass (rows after the loss
+    position have none).
+  - ``strip`` (the paper's literal rule: "the strip at certain position occupies at least 30% of
+    the total saliency mass of the head"): some row holds ``max_i sum_j M[i, j] / total >=
+    t_gather``.  Under this rule a dot is also a strip (its row holds at least the dot's mass),
+    so every aggregate head with ``t_gather <= t_aggregate`` is a gather head too, and so is
+    every head of the last block.
   - ``strip-minus-dot`` (vlground's earlier rule): the row's largest cell is removed first,
     ``max_i (sum_j M[i, j] - max_j M[i, j]) / total >= t_gather``, so a lone dot never
     counts as a strip.
@@ -31,6 +40,8 @@ from vlground.mechanism.errors import MechanismError
 
 __all__ = [
     "GATHER_RULES",
+    "DEFAULT_GATHER_RULE",
+    "target_rows",
     "GatherAggregateThresholds",
     "gather_mask",
     "aggregate_mask",
@@ -44,8 +55,9 @@ __all__ = [
 ]
 
 
-#: gather rules: ``strip`` (the paper's literal rule, the default) and ``strip-minus-dot``
-GATHER_RULES = ("strip", "strip-minus-dot")
+#: gather rules: ``strip-off-target`` (the default), ``strip`` (the paper's literal rule) and ``strip-minus-dot``
+GATHER_RULES = ("strip-off-target", "strip", "strip-minus-dot")
+DEFAULT_GATHER_RULE = "strip-off-target"
 
 
 @dataclass(frozen=True)
@@ -53,11 +65,11 @@ class GatherAggregateThresholds:
     """Thresholds as shares of a head's total saliency mass, and the gather rule."""
 
     gather: float = 0.3
-    """A row (``strip``) or a row without its largest cell (``strip-minus-dot``) holds at least this share -> gather head."""
+    """A row other than the predicted one (``strip-off-target``), any row (``strip``) or a row without its largest cell (``strip-minus-dot``) holds at least this share -> gather head."""
     aggregate: float = 0.3
     """One cell holds at least this share -> aggregate head."""
-    gather_rule: str = "strip"
-    """``strip`` (the paper's literal rule) or ``strip-minus-dot`` (a dot's row does not count as a strip)."""
+    gather_rule: str = DEFAULT_GATHER_RULE
+    """``strip-off-target`` (a strip at another position than the predicted one), ``strip`` (the paper's literal rule) or ``strip-minus-dot`` (a dot's row does not count as a strip)."""
 
     def __post_init__(self) -> None:
         if self.gather_rule not in GATHER_RULES:
@@ -80,7 +92,7 @@ class HeadPatterns:
     dot_share: torch.Tensor
     dot_row: torch.Tensor
     dot_col: torch.Tensor
-    gather_rule: str = "strip"
+    gather_rule: str = DEFAULT_GATHER_RULE
 
     @property
     def gather_only(self) -> torch.Tensor:
@@ -107,15 +119,41 @@ def _mass(saliency: torch.Tensor) -> torch.Tensor:
     return saliency.abs().float() * torch.ones(seq, seq, dtype=torch.bool, device=saliency.device).tril()
 
 
+def target_rows(mass: torch.Tensor, predict_positions: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Long ``[...]``: the predicted position of each map of ``mass`` ``[..., seq, seq]``.
+
+    ``predict_positions``: an int, or a tensor whose shape is a prefix of the maps' leading shape
+    (``[batch]`` for ``[batch, layers, heads, seq, seq]``), broadcast over the remaining dims.
+    None: the last row holding any mass (a loss at ``t`` gives rows after ``t`` no saliency).
+    """
+    lead = mass.shape[:-2]
+    if predict_positions is None:
+        nz = mass.sum(-1) > 0  # [..., seq]
+        seq = nz.shape[-1]
+        return (seq - 1 - nz.flip(-1).to(torch.int8).argmax(-1)).long()
+    t = torch.as_tensor(predict_positions, dtype=torch.long, device=mass.device)
+    if t.shape != lead[: t.dim()]:
+        raise MechanismError(f"predict_positions of shape {tuple(t.shape)} do not match maps {tuple(mass.shape)}")
+    return t.reshape(t.shape + (1,) * (len(lead) - t.dim())).expand(lead)
+
+
 def classify_heads(
-    saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()
+    saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds(),
+    predict_positions: torch.Tensor | int | None = None,
 ) -> HeadPatterns:
-    """Classify every map of ``saliency`` ``[..., seq, seq]`` as gather and/or aggregate."""
+    """Classify every map of ``saliency`` ``[..., seq, seq]`` as gather and/or aggregate.
+
+    ``predict_positions`` (only read by ``strip-off-target``): the row of each map whose logits
+    carry the loss, see :func:`target_rows`."""
     mass = _mass(saliency)
     total = mass.sum((-1, -2)).clamp_min(1e-30)
     row_mass = mass.sum(-1)  # [..., seq]
     if thresholds.gather_rule == "strip-minus-dot":
         row_mass = row_mass - mass.max(dim=-1).values
+    elif thresholds.gather_rule == "strip-off-target":
+        t = target_rows(mass, predict_positions)
+        own = torch.arange(row_mass.shape[-1], device=row_mass.device) == t[..., None]
+        row_mass = row_mass.masked_fill(own, 0.0)
     strip_share, strip_row = (row_mass / total[..., None]).max(dim=-1)
     dot_share, flat = (mass.flatten(-2) / total[..., None]).max(dim=-1)
     seq = saliency.shape[-1]
@@ -131,9 +169,10 @@ def classify_heads(
     )
 
 
-def gather_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
+def gather_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds(),
+                predict_positions: torch.Tensor | int | None = None) -> torch.Tensor:
     """Bool ``[...]``: gather heads of ``saliency`` ``[..., seq, seq]`` under ``thresholds.gather_rule``."""
-    return classify_heads(saliency, thresholds).gather
+    return classify_heads(saliency, thresholds, predict_positions).gather
 
 
 def aggregate_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
@@ -141,9 +180,10 @@ def aggregate_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds
     return classify_heads(saliency, thresholds).aggregate
 
 
-def gather_only_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds()) -> torch.Tensor:
+def gather_only_mask(saliency: torch.Tensor, thresholds: GatherAggregateThresholds = GatherAggregateThresholds(),
+                     predict_positions: torch.Tensor | int | None = None) -> torch.Tensor:
     """Bool ``[...]``: gather heads that are not aggregate heads."""
-    return classify_heads(saliency, thresholds).gather_only
+    return classify_heads(saliency, thresholds, predict_positions).gather_only
 
 
 def mechanism_share(saliency: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:

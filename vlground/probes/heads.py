@@ -3,10 +3,13 @@ run's **final checkpoint** (``--identify-at``), and the share of saliency they c
 checkpoint.
 
 For one item, head ``(l, h)`` has the saliency map ``I = |dL/dA * A|`` (``[S, S]``, causal).
-* **gather** head: one strip (one row ``i``: all earlier tokens flowing into position ``i``) holds
-  ``>= gather_threshold`` of the head's saliency mass (``--gather-rule strip``, the paper's literal
-  rule and the default), or does so without its largest cell (``--gather-rule strip-minus-dot``,
-  so a lone dot is not a strip); see :func:`vlground.mechanism.patterns.classify_heads`.
+* **gather** head: one strip (one row ``i``: all earlier tokens flowing into position ``i``) at a
+  position other than the predicted one holds ``>= gather_threshold`` of the head's saliency mass
+  (``--gather-rule strip-off-target``, the default: the predicted position's row is salient by
+  construction of the loss, in the last block it is the only row); or any row does
+  (``--gather-rule strip``, the paper's literal rule), or does so without its largest cell
+  (``--gather-rule strip-minus-dot``, so a lone dot is not a strip); see
+  :func:`vlground.mechanism.patterns.classify_heads`.
 * **aggregate** head: one cell ``(i, j)`` holds ``>= aggregate_threshold`` of the mass.
 Identification happens once per run, at the reference checkpoint (``final``: the run's last
 step; a step number; or ``each`` for per-checkpoint identification, a labelled variant). The
@@ -35,7 +38,7 @@ class HeadDefinition:
     mech_items: int = 48  #: match items (env2lan) per checkpoint for the saliency probes, spread over frames and words
     gather_threshold: float = 0.3  #: gather head: one strip holds >= this share of the head's saliency
     aggregate_threshold: float = 0.3  #: aggregate head: one cell holds >= this share of the head's saliency
-    gather_rule: str = "strip"  #: gather rule: strip (the paper's: a row holds >= the threshold) or strip-minus-dot (the row without its largest cell)
+    gather_rule: str = "strip-off-target"  #: gather rule: strip-off-target (a row other than the predicted position's holds >= the threshold; docs/mechanism.md), strip (the paper's literal rule: any row) or strip-minus-dot (a row without its largest cell)
     probe_dtype: str = "float32"  #: dtype of the saliency pass: float32, or bfloat16 (autocast; faster on GPU, may change a few heads' labels)
     identify_at: str = "final"  #: where heads are identified: final (each run's last step), a step number, or each (per checkpoint)
 
@@ -55,19 +58,21 @@ class HeadDefinition:
                 raise InputError(f"--{name.replace('_', '-')}: must be in (0, 1]")
 
 
-def classify(saliency: torch.Tensor, opts: HeadDefinition):
-    """Per-item head types for ``saliency [B, L, H, S, S]`` -> HeadPatterns (bool ``[B, L, H]``)."""
+def classify(saliency: torch.Tensor, opts: HeadDefinition, predict_positions: torch.Tensor | None = None):
+    """Per-item head types for ``saliency [B, L, H, S, S]`` -> HeadPatterns (bool ``[B, L, H]``);
+    ``predict_positions [B]``: each item's predicted position (the loss row)."""
     from vlground.mechanism.patterns import GatherAggregateThresholds, classify_heads
 
-    return classify_heads(saliency, GatherAggregateThresholds(gather=opts.gather_threshold, aggregate=opts.aggregate_threshold,
-                                                              gather_rule=opts.gather_rule))
+    th = GatherAggregateThresholds(gather=opts.gather_threshold, aggregate=opts.aggregate_threshold, gather_rule=opts.gather_rule)
+    pp = None if predict_positions is None else predict_positions.detach().cpu().long()
+    return classify_heads(saliency, th, pp)
 
 
 def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
     """Gather/aggregate heads of every mechanistic item at this (the reference) checkpoint."""
     ids, gather, aggregate = [], [], []
     for part in saliency_parts(ctx, opts.mech_items, opts.probe_dtype):
-        pat = classify(part.saliency, opts)
+        pat = classify(part.saliency, opts, part.batch.predict_positions)
         ids.extend(it.item_id for it in part.batch.items)
         gather.append(pat.gather.numpy())
         aggregate.append(pat.aggregate.numpy())
@@ -151,7 +156,7 @@ class HeadsProbe(HeadProbeBase):
         for part in parts:
             sal, batch = part.saliency, part.batch
             n = sal.shape[0]
-            pat = classify(sal, opts)
+            pat = classify(sal, opts, batch.predict_positions)
             g_here.append(pat.gather.float())
             a_here.append(pat.aggregate.float())
             per_head = sal.abs().sum((-1, -2))
