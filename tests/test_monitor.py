@@ -161,13 +161,14 @@ def test_heads_file_round_trip_and_mask(tmp_path):
     f = tmp_path / "heads.json"
     f.write_text(json.dumps(hs.to_json()))
     back = load_heads(f)
-    assert back.heads == hs.heads and json.loads(f.read_text())["heads"][0] == {"layer": 1, "head": 1}
+    assert back.heads == hs.heads and json.loads(f.read_text())["heads"][0] == {  # 1-based, and 0-based indices
+        "layer": 1, "head": 2, "label": "L1.H2", "layer_index": 0, "head_index": 1}
     m = back.mask((0, 1, 2), 2)
     assert m.tolist() == [[False, True], [False, False], [True, False]]
     with pytest.raises(InputError, match="not in this model"):
         back.mask((0, 1), 2)
     bad = tmp_path / "bad.json"
-    bad.write_text('{"heads": [{"layer": 0, "head": 1}]}')
+    bad.write_text('{"numbering": "1-based", "heads": [{"layer": 0, "head": 1}]}')
     with pytest.raises(InputError, match="1-based"):
         load_heads(bad)
 

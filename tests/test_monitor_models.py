@@ -53,7 +53,7 @@ def loaded(llava_dir):
 
 def _heads_file(tmp_path, heads=((1, 0), (2, 3))) -> Path:
     f = tmp_path / "heads.json"
-    f.write_text(json.dumps({"heads": [{"layer": a, "head": b} for a, b in heads]}))
+    f.write_text(json.dumps({"numbering": "1-based", "heads": [{"layer": a, "head": b + 1} for a, b in heads]}))  # (layer, head index)
     return f
 
 

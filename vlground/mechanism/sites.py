@@ -35,12 +35,7 @@ __all__ = [
 ]
 
 
-def layer_number(block: int) -> int:
-    """1-based layer number (what users read) of the 0-based decoder block ``block``."""
-    block = int(block)
-    if block < 0:
-        raise MechanismError(f"block index {block} is negative")
-    return block + 1
+from vlground.numbering import layer_number  # noqa: E402  (the one numbering: vlground/numbering.py)
 
 
 def hidden_state_layer(index: int) -> int:

@@ -2,8 +2,14 @@
 
 Heads file (JSON, written by ``vlground monitor`` next to its results, so a run records its heads)::
 
-    {"heads": [{"layer": 3, "head": 1}, ...],   # layers 1-based, as the paper and every report count
+    {"numbering": "1-based",                     # layers and heads 1-based: L3.H2 = block 3, head 2
+     "heads": [{"layer": 3, "head": 2}, ...],     # (docs/probes.md, Numbering)
      "source": "reports/llava/results.json", "level": 0.7, "run": "...", "step": 500}
+
+A head may instead give its 0-based ``{"layer_index": 2, "head_index": 1}`` (the numbering of hooks,
+TransformerLens, nnsight); files written by vlground carry both, and a label ``"L3.H2"``. A file
+without ``"numbering"`` and without indices is the earlier form (layers 1-based, heads 0-based) and
+is read as such, with a warning. Every value must be a JSON integer (``1.9`` or ``"1"`` is refused).
 
 A ``boxheads`` result is read by :func:`read_boxheads` (through :func:`vlground.results.load`, the
 only place that knows the results layout); a head is taken when it is aggregate at ``level`` (its inside-box share of
@@ -13,6 +19,7 @@ step) of the chosen run.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +27,11 @@ import numpy as np
 import torch
 
 from vlground.errors import InputError
+from vlground.numbering import head_label, strict_int
+
+log = logging.getLogger(__name__)
+#: the ``numbering`` marker of heads files whose ``layer`` and ``head`` are both 1-based
+NUMBERING = "1-based"
 
 
 @dataclass(frozen=True)
@@ -38,25 +50,56 @@ class HeadSet:
         m = torch.zeros((len(layers), n_heads), dtype=torch.bool)
         for layer, head in self.heads:
             if layer not in layers or not 0 <= head < n_heads:
-                raise InputError(f"{self.source}: head (layer {layer + 1}, head {head}) is not in this model "
+                raise InputError(f"{self.source}: head {head_label(layer, head)} is not in this model "
                                  f"({len(layers)} attention layers x {n_heads} heads)")
             m[layers.index(layer), head] = True
         return m
 
     def to_json(self) -> dict:
-        return {"heads": [{"layer": layer + 1, "head": h} for layer, h in self.heads], "layers": "1-based",
+        return {"numbering": NUMBERING, "layers": "1-based",
+                "heads": [{"layer": layer + 1, "head": h + 1, "label": head_label(layer, h), "layer_index": layer,
+                           "head_index": h} for layer, h in self.heads],
                 "source": self.source, "level": self.level, "run": self.run, "step": self.step}
+
+
+def _head_entry(h, one_based: bool, where: str) -> tuple[int, int]:
+    """``(layer_index, head_index)`` of one entry of a heads file."""
+    if not isinstance(h, dict):
+        raise InputError(f"{where}: a head must be an object such as {{\"layer\": 3, \"head\": 2}}, got {h!r}")
+    if "layer_index" in h or "head_index" in h:
+        li, hi = (strict_int(h.get(k), k, where) for k in ("layer_index", "head_index"))
+        if li < 0 or hi < 0:
+            raise InputError(f"{where}: layer_index {li}, head_index {hi}: indices are 0-based (>= 0)")
+        if "layer" in h and strict_int(h["layer"], "layer", where) != li + 1 or \
+                one_based and "head" in h and strict_int(h["head"], "head", where) != hi + 1:
+            raise InputError(f"{where}: {h!r}: layer/head (1-based) disagree with layer_index/head_index (0-based)")
+        return li, hi
+    if "layer" not in h or "head" not in h:
+        raise InputError(f"{where}: a head needs \"layer\" and \"head\" (1-based) or \"layer_index\" and \"head_index\"")
+    layer, head = strict_int(h["layer"], "layer", where), strict_int(h["head"], "head", where)
+    if layer < 1 or head < (1 if one_based else 0):
+        first = "layers and heads are 1-based" if one_based else "layers are 1-based, heads 0-based in this earlier form"
+        raise InputError(f"{where}: layer {layer}, head {head}: {first}")
+    return layer - 1, head - 1 if one_based else head
 
 
 def read_heads_file(path: Path) -> HeadSet:
     """A heads file (see the module docstring)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        heads = tuple((int(h["layer"]) - 1, int(h["head"])) for h in data["heads"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a heads file ({type(exc).__name__}: {exc})") from None
-    if not heads or any(layer < 0 or h < 0 for layer, h in heads):
-        raise InputError(f"{path}: no heads, or a layer < 1 or head < 0 (layers are 1-based)")
+    entries = data.get("heads") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{path}: no heads (a heads file holds {{\"numbering\": \"1-based\", \"heads\": [{{\"layer\": 3, \"head\": 2}}]}})")
+    numbering = data.get("numbering")
+    if numbering not in (None, NUMBERING):
+        raise InputError(f"{path}: numbering {numbering!r} is not {NUMBERING!r} (give 0-based layer_index/head_index instead)")
+    one_based = numbering == NUMBERING
+    if not one_based and any(isinstance(h, dict) and "layer_index" not in h and "head_index" not in h for h in entries):
+        log.warning("%s: no \"numbering\": read as the earlier form (layers 1-based, heads 0-based); "
+                    "add \"numbering\": \"1-based\" and number heads from 1", path)
+    heads = tuple(_head_entry(h, one_based, str(path)) for h in entries)
     return HeadSet(heads, str(path), data.get("level"), data.get("run"), data.get("step"))
 
 
@@ -64,7 +107,7 @@ def read_boxheads(path: Path, level: float = 0.7, run: str | None = None) -> Hea
     """Aggregate heads of a ``vlground probe --probes boxheads`` result (folder or ``results.json``).
 
     Read through :func:`vlground.results.load` (schema v2): the ``boxheads`` probe's ``heads`` table, rows
-    ``{run, step, layer (1-based), head, aggregate_frac: {level: share of items}}``. ``run``: whose heads
+    ``{run, step, layer, head (1-based), layer_index, head_index (0-based), aggregate_frac: {level: share of items}}``. ``run``: whose heads
     (default: the only run, else an error naming them); the run's final checkpoint (largest step) is used.
     """
     from vlground import results
@@ -88,11 +131,19 @@ def read_boxheads(path: Path, level: float = 0.7, run: str | None = None) -> Hea
         raise InputError(f"{f}: no run {run!r} (runs: {', '.join(runs)})")
     step = max((r["step"] for r in mine if r.get("step") is not None), default=None)
     final = [r for r in mine if r.get("step") == step]
-    heads = tuple(sorted((int(r["layer"]) - 1, int(r["head"])) for r in final if r["aggregate_frac"][key] >= 0.5))
+    heads = tuple(sorted(_row_indices(r) for r in final if r["aggregate_frac"][key] >= 0.5))
     if not heads:
         raise InputError(f"{f}: no head is aggregate@{key} on at least half the items in {run} step {step}; "
                          "choose a lower --level or give a heads file")
     return HeadSet(heads, str(f), level, run, step)
+
+
+def _row_indices(r: dict) -> tuple[int, int]:
+    """``(layer_index, head_index)`` of a boxheads row: its 0-based columns, or, in results written
+    before heads were numbered from 1, ``layer - 1`` and the 0-based ``head``."""
+    if r.get("layer_index") is not None and r.get("head_index") is not None and r["layer_index"] >= 0:
+        return int(r["layer_index"]), int(r["head_index"])
+    return int(r["layer"]) - 1, int(r["head"])
 
 
 def load_heads(path: Path, level: float = 0.7, run: str | None = None) -> HeadSet:

@@ -32,7 +32,7 @@ import torch
 from vlground.engine.adapter import Capability
 from vlground.errors import InputError
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
-from vlground.probes.common import batched, layer_number, mech_items
+from vlground.probes.common import batched, head_number, layer_number, mech_items
 
 
 @dataclass
@@ -140,8 +140,8 @@ def comparable_measures(parts) -> dict[str, torch.Tensor]:
 
 @dataclass
 class BoxHeadRow:
-    layer: int  #: 1-based block number
-    head: int  #: 0-based head index
+    layer: int  #: 1-based layer (block) number (docs/probes.md, Numbering)
+    head: int  #: 1-based head number (``L{layer}.H{head}``)
     kind: str  #: aggregate@t for the highest level met on >= half the items, else none
     inside_share: float  #: mean share of its image-to-word saliency from inside the box
     saliency_share: float  #: its share of all heads' image-to-word saliency, mean over items
@@ -149,6 +149,8 @@ class BoxHeadRow:
     artefact_share: float  #: share of its image saliency on artefact (outlying-norm) image tokens, mean over items
     aggregate_frac: dict = field(default_factory=dict)  #: level -> share of items on which it is aggregate
     view_share: dict = field(default_factory=dict)  #: view (base, tiles ...) -> share of its image saliency, mean over items
+    layer_index: int = -1  #: 0-based block index (hooks, TransformerLens, nnsight, HF)
+    head_index: int = -1  #: 0-based head index
 
 
 class BoxHeadsProbe(Probe):
@@ -176,10 +178,10 @@ class BoxHeadsProbe(Probe):
         for k, layer in enumerate(site.layers):
             for h in range(site.n_heads):
                 met = [t for t in levels if frac[t][k, h] >= 0.5]
-                rows.append(BoxHeadRow(layer_number(layer), h, f"aggregate@{max(met):g}" if met else "none",
+                rows.append(BoxHeadRow(layer_number(layer), head_number(h), f"aggregate@{max(met):g}" if met else "none",
                                        float(mean_share[k, h]), float(mass_share[k, h]), float(vs_chance[k, h]),
                                        float(artefact[k, h]), {f"{t:g}": float(frac[t][k, h]) for t in levels},
-                                       {v: float(m[k, h]) for v, m in views.items()}))
+                                       {v: float(m[k, h]) for v, m in views.items()}, layer_index=int(layer), head_index=h))
         record = {"box_items": n, "box_chance_share": float(cmp["chance"].mean()),
                   "box_artefact_tokens": float(cmp["n_artefacts"].mean())}
         record.update({f"box_view_share@{v}": float(m.mean()) for v, m in views.items()})

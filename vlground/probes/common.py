@@ -25,9 +25,7 @@ def num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def layer_number(block_index: int) -> int:
-    """1-based layer number of the block with 0-based index ``block_index`` (the paper counts 1..L)."""
-    return int(block_index) + 1
+from vlground.numbering import head_number, layer_number  # noqa: E402,F401  (the one numbering: vlground/numbering.py)
 
 
 def mech_items(items: list[ProbeItem], n: int) -> list[ProbeItem]:

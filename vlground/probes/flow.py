@@ -20,10 +20,11 @@ from vlground.probes.common import layer_number, num, saliency_parts
 
 @dataclass
 class FlowRow:
-    layer: int  #: 1-based block number
+    layer: int  #: 1-based layer (block) number (docs/probes.md, Numbering)
     s_env: float | None  #: mean saliency from the environment into the position before the target
     s_rest: float | None  #: mean saliency of every other causal flow
     env_flow: float | None  #: s_env / s_rest
+    layer_index: int = -1  #: 0-based block index (hooks, TransformerLens, nnsight, HF)
 
 
 class FlowProbe(Probe):
@@ -56,7 +57,7 @@ class FlowProbe(Probe):
             return ProbeResult(notes=[f"saliency: skipped for {ctx.key} (no match items)"])
         s_env, s_rest = torch.cat(env).mean(0), torch.cat(rest).mean(0)
         rows = [
-            FlowRow(layer_number(layer), num(e), num(r), num(e / r) if r > 0 else None)
+            FlowRow(layer_number(layer), num(e), num(r), num(e / r) if r > 0 else None, layer_index=int(layer))
             for layer, e, r in zip(site.layers, s_env.tolist(), s_rest.tolist())
         ]
         return ProbeResult(tables={"flow": rows})

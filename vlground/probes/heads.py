@@ -26,7 +26,7 @@ import torch
 from vlground.engine.adapter import Capability
 from vlground.errors import InputError
 from vlground.probes.base import Probe, ProbeContext, ProbeResult, RunReference
-from vlground.probes.common import layer_number, saliency_parts
+from vlground.probes.common import head_number, layer_number, saliency_parts
 
 REFERENCE = "heads"
 
@@ -121,8 +121,8 @@ class HeadProbeBase(Probe):
 
 @dataclass
 class HeadRow:
-    layer: int  #: 1-based block number
-    head: int  #: 0-based head index within the layer
+    layer: int  #: 1-based layer (block) number, as the paper counts (docs/probes.md, Numbering)
+    head: int  #: 1-based head number within the layer (``L{layer}.H{head}``)
     kind: str  #: gather / aggregate / both / none: the type it has on >= half the items (reference checkpoint)
     gather_frac: float  #: share of items on which it is a gather head (reference checkpoint)
     aggregate_frac: float  #: share of items on which it is an aggregate head (reference checkpoint)
@@ -130,6 +130,8 @@ class HeadRow:
     aggregate_frac_here: float  #: the same, identified at this checkpoint (per-checkpoint variant)
     saliency_share: float  #: its share of the model's saliency mass, mean over items
     env_share: float  #: share of its saliency into the predicted position that comes from the environment
+    layer_index: int = -1  #: 0-based block index (hooks, TransformerLens ``blocks.{layer_index}``, HF ``output_attentions[layer_index]``)
+    head_index: int = -1  #: 0-based head index
 
 
 def _kind(g: float, a: float) -> str:
@@ -180,8 +182,9 @@ class HeadsProbe(HeadProbeBase):
         g_here_m, a_here_m = torch.cat(g_here).mean(0), torch.cat(a_here).mean(0)
         mass, fl = torch.cat(mass_share).mean(0), torch.cat(flow).mean(0)
         rows = [
-            HeadRow(layer_number(layer), h, _kind(float(g_ref[k, h]), float(a_ref[k, h])), float(g_ref[k, h]), float(a_ref[k, h]),
-                    float(g_here_m[k, h]), float(a_here_m[k, h]), float(mass[k, h]), float(fl[k, h]))
+            HeadRow(layer_number(layer), head_number(h), _kind(float(g_ref[k, h]), float(a_ref[k, h])), float(g_ref[k, h]),
+                    float(a_ref[k, h]), float(g_here_m[k, h]), float(a_here_m[k, h]), float(mass[k, h]), float(fl[k, h]),
+                    layer_index=int(layer), head_index=h)
             for k, layer in enumerate(site.layers)
             for h in range(site.n_heads)
         ]

@@ -62,7 +62,7 @@ def overlay_example(ctx, parts, share: torch.Tensor, site) -> tuple[dict, dict]:
         mm = _side(mb, ctx.adapter.saliency(ctx.loaded, mb), 0, heads)
         if mm is not None:
             arrays.update({"overlay_mismatch": mm[0], "overlay_mismatch_mask": mm[1], "overlay_mismatch_image": mm[2]})
-    from vlground.probes.common import layer_number
+    from vlground.numbering import head_label
 
-    names = ", ".join(f"L{layer_number(site.layers[k])}.H{h}" for k, h in heads)
+    names = ", ".join(head_label(site.layers[k], h) for k, h in heads)
     return {"overlay_word": item.word, "overlay_heads": names}, arrays

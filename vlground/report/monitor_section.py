@@ -122,7 +122,7 @@ def _examples(examples: list[dict], threshold: float | None) -> str:
 def render_monitor_body(result: dict) -> str:
     """The body of the monitor's section for a monitor result (the dict ``vlground monitor`` writes as monitor.json)."""
     heads = result.get("heads", {})
-    hl = ", ".join(f"L{h['layer']}.H{h['head']}" for h in heads.get("heads", []))
+    hl = ", ".join(h.get("label") or f"L{h['layer']}.H{h['head']}" for h in heads.get("heads", []))
     mit = result.get("mitigation")
     threshold = mit["threshold"] if mit else (result.get("settings", {}).get("task", {}) or {}).get("threshold")
     level = "" if heads.get("level") is None else f", aggregate@{heads['level']:g}"

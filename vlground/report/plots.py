@@ -196,7 +196,7 @@ def head_grid(maps, tokens: list[str], layers: list[int], path: Path, title: str
             ax.set_xticks([])
             ax.set_yticks([])
             if li == 0:
-                ax.set_title(f"head {h}", fontsize=8)
+                ax.set_title(f"head {h + 1}", fontsize=8)  # 1-based, as the heads table (docs/probes.md)
             if h == 0:
                 ax.set_ylabel(f"layer {layers[li]}", fontsize=8)
                 if show_tokens:

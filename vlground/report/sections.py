@@ -189,7 +189,9 @@ def heads(res, plot_dir: Path) -> Section | None:
             here = rows[rows["key"] == r["key"]]
             for _, h in here.iterrows():
                 if h.get("kind") in colors and int(h["layer"]) in layer_nums:
-                    marks[(layer_nums.index(int(h["layer"])), int(h["head"]))] = colors[h["kind"]]
+                    col = int(h["head_index"]) if "head_index" in h and h["head_index"] == h["head_index"] and h["head_index"] >= 0 \
+                        else int(h["head"])  # results written before heads were numbered from 1 carry only a 0-based head
+                    marks[(layer_nums.index(int(h["layer"])), col)] = colors[h["kind"]]
         p = plots.head_grid(norm, list(r.get("map_tokens") or []), layer_nums, plot_dir / f"heads-{_safe(run)}.png",
                             f"{run} at {_at(r['step'])}: saliency maps of every head (each normalised to its maximum)", marks)
         n_id = len(marks)
