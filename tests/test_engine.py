@@ -27,16 +27,16 @@ def test_sweep_results_and_report(tmp_path):
     recs = res.checkpoint_rows()
     assert len(recs) == 9
     for r in recs:
-        for k in ("key", "run", "group", "seed", "step", "match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc",
+        for k in ("key", "run", "group", "seed", "step", "match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "item_p_value", "r2_cooc",
                   "reverse_match_surprisal", "reverse_mismatch_surprisal"):
             assert k in r
         assert r["info_gain"] == pytest.approx(r["mismatch_surprisal"] - r["match_surprisal"])
         assert {w["word"] for w in res.rows("words") if w["key"] == r["key"]} == {f"w{i}" for i in range(5)}
     last = [r for r in recs if r["step"] == 20]
     assert all(r["match_surprisal"] < r["mismatch_surprisal"] for r in last)
-    assert all(r["p_value"] < 0.05 for r in last)
+    assert all(r["word_p_value"] < 0.05 for r in last)
     step0 = [r for r in recs if r["step"] == 0]
-    assert all(abs(r["info_gain"]) < 1e-6 for r in step0) and all(r["p_value"] is None for r in step0)
+    assert all(abs(r["info_gain"]) < 1e-6 for r in step0) and all(r["word_p_value"] is None for r in step0)
     # seeds summarised per group and step, with a band
     summ = [s for s in seed_summary(res) if s["step"] == 20]
     assert len(summ) == 1 and summ[0]["n_seeds"] == 3 and summ[0]["group"] == "fake"

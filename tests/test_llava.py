@@ -168,7 +168,7 @@ def test_probe_cli_end_to_end(tiny_llava_dir, mismatch_dir, tmp_path, capsys):
     res = load(out)
     (rec,) = res.checkpoint_rows()
     assert rec["step"] is None and rec["n_pairs"] == rec["box_items"] > 5
-    assert rec["p_value"] is not None and rec["info_gain"] == pytest.approx(rec["mismatch_surprisal"] - rec["match_surprisal"])
+    assert rec["word_p_value"] is not None and rec["info_gain"] == pytest.approx(rec["mismatch_surprisal"] - rec["match_surprisal"])
     heads = res.rows("heads")
     assert len(heads) == 2 * 8 and all(0 <= h["inside_share"] <= 1 for h in heads)
     assert {h["kind"] for h in heads} <= {"none", "aggregate@0.7", "aggregate@0.9"}

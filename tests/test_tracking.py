@@ -61,14 +61,14 @@ def test_probe_log_with_tensorboard(tmp_path):
 
     from vlground.train.tracking import log_probe_results
 
-    rows = [{"run": "tf/seed-0", "step": s, "info_gain": 0.1 * s, "match_surprisal": 3.0, "p_value": None} for s in (0, 10, 20)]
+    rows = [{"run": "tf/seed-0", "step": s, "info_gain": 0.1 * s, "match_surprisal": 3.0, "word_p_value": None} for s in (0, 10, 20)]
     assert log_probe_results(tmp_path, "tensorboard", rows) == ["tensorboard"]
     (d,) = {p.parent for p in (tmp_path / "tracking").rglob("events.out.tfevents.*")}
     acc = EventAccumulator(str(d))
     acc.Reload()
     gain = acc.Scalars("tf/seed-0/info_gain")
     assert [e.step for e in gain] == [0, 10, 20] and gain[-1].value == pytest.approx(2.0)
-    assert "tf/seed-0/p_value" not in acc.Tags()["scalars"]
+    assert "tf/seed-0/word_p_value" not in acc.Tags()["scalars"]
     with pytest.raises(InputError):
         log_probe_results(tmp_path, "nope", rows)
 

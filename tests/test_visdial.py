@@ -275,7 +275,7 @@ def test_probe_end_to_end_on_synthetic_scenes(probe_setup, tmp_path):
 
     res = load(out)
     last = res.checkpoint_rows()[-1]
-    for k in ("match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc"):
+    for k in ("match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "r2_cooc"):
         assert k in last
     assert res.rows("heads") and res.rows("ablation") and res.rows("lens")
     assert {r["kind"] for r in res.rows("heads")} <= {"none", "aggregate@0.7", "aggregate@0.9"}

@@ -8,7 +8,12 @@ Conventions
 * :func:`bootstrap_ci` resamples *words*, then *items within each drawn word* (a two-stage
   cluster bootstrap), because items of one word are not independent. Seeded; percentile interval.
 * :func:`mixed_effect` fits ``gain ~ 1 + (1 | word) + (1 | seed)`` with statsmodels ``MixedLM``
-  (random intercepts for word and seed, crossed); the fixed intercept is the mean gain.
+  (random intercepts for word and seed, crossed); the fixed intercept is the mean gain. A fit that
+  did not converge or has a singular / non-positive-definite Hessian is refitted, else replaced by
+  a cluster bootstrap, and ``method`` says so (:mod:`vlground.clustered`).
+* :func:`word_test`: the t-test over per-word means, the clustered test of one checkpoint.
+* Every p-value here accounts for word clustering; ``docs/statistics.md`` gives the type-I error
+  and power of each test on simulated null and planted data (``scripts/power.py``).
 * :func:`correct` adjusts p-values across checkpoints (Holm by default).
 * :func:`verdict`: "grounded" only when the corrected p-value is below ``alpha`` *and* the
   estimate reaches ``min_effect`` (the minimum effect of interest, default
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 MIN_EFFECT = 0.1
 #: family-wise error rate / false discovery rate of the verdicts
 ALPHA = 0.05
+#: version of the verdict rows' definition (a cached verdict table of another version is recomputed)
+VERDICTS_VERSION = 2
 #: --correction name -> statsmodels ``multipletests`` method
 CORRECTIONS = {"holm": "holm", "bonferroni": "bonferroni", "bh": "fdr_bh", "by": "fdr_by", "hommel": "hommel", "none": None}
 
@@ -92,39 +99,57 @@ def bootstrap_ci(values: Sequence[float], clusters: Sequence | None = None, *, n
 
 
 def mixed_effect(data, value: str = "gain", word: str = "word", seed: str | None = "seed",
-                 confidence: float = 0.95) -> Estimate:
+                 confidence: float = 0.95, *, fallback: bool = True, n_boot: int = 2000, boot_seed: int = 0) -> Estimate:
     """Fixed intercept of ``value ~ 1 + (1 | word) + (1 | seed)`` (statsmodels ``MixedLM``, REML).
 
-    ``data`` is a pandas DataFrame with one row per item. Word and seed enter as crossed random
-    intercepts (variance components over one all-encompassing group, as the statsmodels docs
-    describe for crossed effects); the seed term is left out when there is one seed (or
-    ``seed=None``). Returns the intercept, its Wald interval and the one-sided p-value for
-    intercept > 0. NaN estimate when the model cannot be fitted (fewer than 2 words).
+    ``data`` is a pandas DataFrame with one row per item (or per word x seed cell). Word and seed
+    enter as crossed random intercepts; the seed term is left out with one seed (or
+    ``seed=None``). Every fit is checked (:func:`vlground.clustered.fit_mixed`: optimiser
+    converged, no singular / non-positive-definite Hessian, finite standard error) and refitted
+    with other optimisers when it fails; a variance estimated at 0 that breaks the Hessian drops
+    its term. The interval and the one-sided p-value (intercept > 0) use a t reference with
+    Satterthwaite-style degrees of freedom. When no fit is accepted and ``fallback`` is true, the
+    estimate is the cluster bootstrap's (:func:`vlground.clustered.cluster_bootstrap`) and
+    ``method`` says so; with ``fallback=False`` the estimate is NaN. ``method`` always names
+    refits and dropped terms. NaN estimate with fewer than 2 words.
     """
     import pandas as pd
-    import statsmodels.formula.api as smf
-    from scipy.stats import norm
+    from scipy.stats import t as student
+
+    from vlground.clustered import cluster_bootstrap, fit_mixed
 
     df = pd.DataFrame(data)[[c for c in (value, word, seed) if c]].dropna()
     if df[word].nunique() < 2:
         return Estimate(math.nan, math.nan, math.nan, len(df), "mixed model (too few words)")
-    vc = {"word": f"0 + C({word})"}
-    n_seeds = df[seed].nunique() if seed else 1
-    if n_seeds > 1:
-        vc["seed"] = f"0 + C({seed})"
-    df = df.assign(_all=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter; a failed fit is reported below
-        try:
-            fit = smf.mixedlm(f"{value} ~ 1", df, groups="_all", re_formula="0", vc_formula=vc).fit(reml=True)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            log.debug("mixed model failed: %s", exc)
-            return Estimate(math.nan, math.nan, math.nan, len(df), "mixed model (did not fit)")
-    b, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
-    z = norm.ppf(0.5 + confidence / 2)
-    terms = "word and seed" if n_seeds > 1 else "word"
-    p = float(norm.sf(b / se)) if se > 0 else math.nan
-    return Estimate(b, float(b - z * se), float(b + z * se), len(df), f"mixed model, random intercepts for {terms}", p)
+    fit = fit_mixed(df, value, word, seed)
+    if fit.ok:
+        q = float(student.ppf(0.5 + confidence / 2, fit.df)) if fit.df > 0 else math.nan
+        terms = " and ".join(fit.terms)
+        notes = "".join(f"; {n}" for n in fit.notes)
+        return Estimate(fit.mean, fit.mean - q * fit.se, fit.mean + q * fit.se, len(df),
+                        f"mixed model, random intercepts for {terms}, t({fit.df:.1f}){notes}", fit.p_value())
+    if not fallback:
+        return Estimate(math.nan, math.nan, math.nan, len(df), f"mixed model not accepted ({fit.failure})")
+    b = cluster_bootstrap(df[value], df[word], df[seed] if seed else None, n_boot=n_boot, seed=boot_seed, confidence=confidence)
+    return Estimate(b.mean, b.low, b.high, len(df), f"{b.method} (mixed model not accepted: {fit.failure})", b.p_value)
+
+
+def word_test(values: Sequence[float], words: Sequence, confidence: float = 0.95) -> Estimate:
+    """Mean of the per-word means with a t interval and one-sided p (mean > 0) over words
+    (``df = words - 1``): the clustered test of one checkpoint (one seed). For a balanced design it
+    is the exact REML test of the intercept of ``value ~ 1 + (1 | word)``."""
+    from vlground.clustered import word_t_test
+
+    r = word_t_test(values, words, confidence)
+    return Estimate(r.mean, r.low, r.high, int(np.isfinite(np.asarray(values, dtype=float)).sum()), r.method, r.p_value)
+
+
+def seed_test(seed_means: Sequence[float]) -> float:
+    """One-sided Student t p-value (mean > 0) over per-seed means (``df = seeds - 1``); NaN with < 2 seeds."""
+    from vlground.clustered import word_t_test
+
+    v = np.asarray(seed_means, dtype=float)
+    return word_t_test(v, np.arange(v.size)).p_value
 
 
 def correct(pvalues: Sequence[float | None], method: str = "holm") -> list[float]:
@@ -217,43 +242,89 @@ def verdict(estimate: Estimate, p_corrected: float, *, n_seeds: int = 1, min_eff
     return Verdict(label, estimate, p_corrected, correction, n_seeds, min_effect, alpha)
 
 
+def step_estimate(sdf, *, value: str = "gain", word: str = "word", seed_col: str = "seed", n_boot: int = 2000,
+                  seed: int = 0) -> tuple[Estimate, int]:
+    """``(estimate with its one-sided p, seeds)`` of one (group, step) of a per-item DataFrame.
+
+    One seed: the item mean with the two-stage bootstrap interval over words and items
+    (:func:`bootstrap_ci`) and the p-value of the t-test over word means (:func:`word_test`).
+    Several seeds: :func:`mixed_effect` (crossed word and seed intercepts, checked fit, cluster
+    bootstrap fallback) on the per-(word, seed) mean gains; ``n`` counts the items.
+    """
+    n_seeds = int(sdf[seed_col].nunique()) if seed_col in sdf else 1
+    if n_seeds > 1:  # crossed word x seed fit on cell means: items enter through them (fast)
+        cells = sdf.groupby([word, seed_col], as_index=False)[value].mean()
+        mixed = mixed_effect(cells, value, word, seed_col, n_boot=n_boot, boot_seed=seed)
+        return replace(mixed, n=len(sdf), method=f"{mixed.method} (on word x seed means)"), n_seeds
+    boot = bootstrap_ci(sdf[value], sdf[word], n_boot=n_boot, seed=seed)
+    wt = word_test(sdf[value], sdf[word])
+    return Estimate(boot.mean, boot.low, boot.high, boot.n, f"{boot.method}; p: {wt.method}", wt.p_value), 1
+
+
 def group_verdicts(items, *, min_effect: float = MIN_EFFECT, correction: str = "holm", alpha: float = ALPHA,
                    n_boot: int = 2000, seed: int = 0, group: str = "group", step: str = "step",
                    value: str = "gain", word: str = "word", seed_col: str = "seed") -> dict:
     """Verdicts for every (group, step) of a per-item DataFrame.
 
-    ``items`` has one row per item and seed with columns ``group, step, seed, word, gain``.
-    With one seed: the mean gain with the bootstrap interval over words and items, and the p-value
-    of a mixed model with a random intercept per word fitted on the items. With several seeds:
-    the intercept, Wald interval and p-value of a mixed model with crossed random intercepts for
-    word and seed, fitted on the per-(word, seed) mean gains (the item-level fit gives nearly the
-    same intercept but takes ~10x longer; see docs/statistics.md for the item-level model).
-    p-values are corrected across the steps of each group. Returns ``{(group, step): Verdict}``.
+    ``items`` has one row per item and seed with columns ``group, step, seed, word, gain``; each
+    (group, step) is tested by :func:`step_estimate` (never pooling steps), and the p-values are
+    corrected across the steps of each group. Returns ``{(group, step): Verdict}``.
     """
     import pandas as pd
 
     df = pd.DataFrame(items)
     out: dict = {}
     for g, gdf in df.groupby(group, sort=True, dropna=False):
-        keys, ests, ps, seeds = [], [], [], []
+        keys, ests, seeds = [], [], []
         for s, sdf in gdf.groupby(step, sort=True, dropna=False):
-            n_seeds = int(sdf[seed_col].nunique()) if seed_col in sdf else 1
-            boot = bootstrap_ci(sdf[value], sdf[word], n_boot=n_boot, seed=seed)
-            if n_seeds > 1:  # crossed word x seed fit on cell means: items enter through them (fast)
-                cells = sdf.groupby([word, seed_col], as_index=False)[value].mean()
-                mixed = replace(mixed_effect(cells, value, word, seed_col), n=len(sdf))
-                mixed = replace(mixed, method=mixed.method.replace("mixed model", "mixed model on word x seed means"))
-            else:
-                mixed = mixed_effect(sdf, value, word, None)
-            est = mixed if (n_seeds > 1 and math.isfinite(mixed.mean)) else Estimate(
-                boot.mean, boot.low, boot.high, boot.n, boot.method, mixed.p_value)
+            est, n_seeds = step_estimate(sdf, value=value, word=word, seed_col=seed_col, n_boot=n_boot, seed=seed)
             keys.append(s)
             ests.append(est)
-            ps.append(mixed.p_value)
             seeds.append(n_seeds)
-        for s, est, p, n in zip(keys, ests, correct(ps, correction), seeds):
+        for s, est, p, n in zip(keys, ests, correct([e.p_value for e in ests], correction), seeds):
             out[(g, None if isinstance(s, float) and math.isnan(s) else s)] = verdict(
                 est, p, n_seeds=n, min_effect=min_effect, alpha=alpha, correction=correction)
+    return out
+
+
+def verdict_rows(items, *, min_effect: float = MIN_EFFECT, correction: str = "holm", direction: str = "env2lan",
+                 n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """The verdict table of a long items table (:func:`item_gains` -> :func:`group_verdicts`):
+    rows ``{group, step, n_seeds, n_pairs, effect, ci_low, ci_high, method, p_value, p_corrected,
+    correction, min_effect, verdict, line}``, groups sorted, steps ascending (a released model,
+    step None, last). The report's key findings and the claims table both read these rows."""
+    gains = item_gains(items, direction)
+    if gains.empty:
+        return []
+    if "group" not in gains:
+        gains["group"] = gains["run"] if "run" in gains else "all"
+    gains["seed"] = gains["seed"].fillna(-1) if "seed" in gains else 0
+    found = group_verdicts(gains, min_effect=min_effect, correction=correction, n_boot=n_boot, seed=seed)
+    rows = []
+    for (g, st), v in sorted(found.items(), key=lambda kv: (str(kv[0][0]), math.inf if kv[0][1] is None else kv[0][1])):
+        e = v.estimate
+        rows.append({"group": g, "step": None if st is None else int(st), "n_seeds": v.n_seeds, "n_pairs": e.n,
+                     "effect": e.mean, "ci_low": e.low, "ci_high": e.high, "method": e.method, "p_value": e.p_value,
+                     "p_corrected": v.p_corrected, "correction": correction, "min_effect": min_effect,
+                     "verdict": v.label, "line": v.line()})
+    return rows
+
+
+def final_rows(rows: list[dict]) -> list[dict]:
+    """Each group's *tested step*: the last step at which the group has all its seeds (the largest
+    ``n_seeds`` of any of its steps), so runs that end at different steps are compared at their last
+    common step and never pooled; a released model (step None) when the group has one. ``rows``:
+    :func:`verdict_rows`. Returned groups sorted."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault(r["group"], []).append(r)
+    out = []
+    for g in sorted(by, key=str):
+        rs = by[g]
+        full = max(r["n_seeds"] for r in rs)
+        released = [r for r in rs if r["step"] is None and r["n_seeds"] == full]
+        common = [r for r in rs if r["step"] is not None and r["n_seeds"] == full]
+        out.append(released[0] if released else max(common, key=lambda r: r["step"]))
     return out
 
 
@@ -277,3 +348,12 @@ def item_gains(items, direction: str = "env2lan"):
         return pd.DataFrame(columns=[*keys, "gain"])
     wide["gain"] = wide["mismatch"] - wide["match"]
     return wide.dropna(subset=["gain"])
+
+
+def r2_test(cooc, gain, *, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0):
+    """R² of per-word information gain on co-occurrence (``[seeds, words]`` each), mean over seeds,
+    with a bootstrap interval over words and a permutation p-value
+    (:func:`vlground.clustered.r2_over_words`; returns its ``R2Result``)."""
+    from vlground.clustered import r2_over_words
+
+    return r2_over_words(cooc, gain, n_boot=n_boot, n_perm=n_perm, seed=seed)

@@ -4,8 +4,10 @@ and R² against cumulative co-occurrence, in both directions.
 Definitions (the paper's): an item's surprisal is ``-log p(target | context)`` in nats (see
 :mod:`vlground.engine.adapter`). A pair's information gain is ``mismatch - match`` surprisal. A
 word's information gain is the mean over its pairs; the checkpoint's ``info_gain`` is the mean
-over pairs; ``p_value`` is the one-sided Wilcoxon signed-rank test over pairs (mismatch >
-match); ``r2_cooc`` is R² of the per-word information gain regressed on the word's cumulative
+over pairs; ``word_p_value`` is the one-sided t-test over per-word mean gains (gain > 0; words
+are the independent units, :func:`vlground.stats.word_test`), ``item_p_value`` the one-sided
+Wilcoxon signed-rank test over item pairs (mismatch > match), which treats the pairs of one word
+as independent and is kept, labelled item-level, for comparison only; ``r2_cooc`` is R² of the per-word information gain regressed on the word's cumulative
 co-occurrence (both forms in one training chunk) up to the checkpoint's step. Fields of the
 reverse direction (``lan2env``) carry the prefix ``reverse_``.
 
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlground import metrics
+from vlground import metrics, stats
 from vlground.engine.adapter import Adapter, LoadedModel, ProbeItem
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched, num
@@ -81,7 +83,7 @@ def summarise(items: list[ProbeItem], surprisal: np.ndarray, cooc: dict[str, int
             if it.direction == direction:
                 pairs[it.pair_id][it.condition] = float(s)
                 word_of[it.pair_id] = it.word
-        complete = [p for p, v in pairs.items() if "match" in v and "mismatch" in v]
+        complete = sorted(p for p, v in pairs.items() if "match" in v and "mismatch" in v)
         if not complete:
             continue
         m = np.array([pairs[p]["match"] for p in complete])
@@ -105,7 +107,8 @@ def summarise(items: list[ProbeItem], surprisal: np.ndarray, cooc: dict[str, int
                 f"{prefix}match_surprisal": float(m.mean()),
                 f"{prefix}mismatch_surprisal": float(mm.mean()),
                 f"{prefix}info_gain": float((mm - m).mean()),
-                f"{prefix}p_value": num(metrics.paired_test(m, mm)),
+                f"{prefix}word_p_value": num(stats.word_test(mm - m, [word_of[p] for p in complete]).p_value),
+                f"{prefix}item_p_value": num(metrics.paired_test(m, mm)),
                 f"{prefix}r2_cooc": num(r2),
                 f"{prefix}n_pairs": len(complete),
             }
@@ -130,7 +133,7 @@ def layout_columns(it: ProbeItem) -> tuple:
 
 class BehaviourProbe(Probe):
     name = "behaviour"
-    doc = "surprisal match vs mismatch, information gain, paired test, R² vs co-occurrence (both directions)"
+    doc = "surprisal match vs mismatch, information gain, word-level test, R² vs co-occurrence (both directions)"
 
     @dataclass
     class Options:

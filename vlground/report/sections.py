@@ -302,8 +302,8 @@ def per_checkpoint(res) -> Section | None:
     recs = res.checkpoint_rows()
     if not recs:
         return None
-    cols = ["run", "group", "seed", "step", "n_items", "match_surprisal", "mismatch_surprisal", "info_gain", "p_value", "r2_cooc",
-            "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_p_value", "seconds"]
+    cols = ["run", "group", "seed", "step", "n_items", "match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "item_p_value",
+            "r2_cooc", "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_word_p_value", "seconds"]
     words = res.rows("words")
     last: dict = {}
     for r in recs:
@@ -312,6 +312,8 @@ def per_checkpoint(res) -> Section | None:
     wcols = ["word", "match", "mismatch", "info_gain", "cooc", "reverse_match", "reverse_mismatch", "reverse_info_gain"]
     children = [Section(f"Per word: {run} at {_at(r['step'])}", table([w for w in words if w["key"] == r["key"]], wcols))
                 for run, r in sorted(last.items()) if any(w["key"] == r["key"] for w in words)]
-    body = ("<p class=note>p_value: one-sided Wilcoxon signed-rank over item pairs (mismatch &gt; match) of one checkpoint, "
-            "uncorrected (the verdicts above use the corrected, mixed-model p-values).</p>" + table(recs, cols))
+    body = ("<p class=note>word_p_value: one-sided t-test over the per-word mean gains of one checkpoint (words are the "
+            "independent units), uncorrected; item_p_value: one-sided Wilcoxon signed-rank over item pairs, <b>item-level</b> "
+            "(treats the pairs of one word as independent, so it is too small; shown for comparison only). The verdicts "
+            "above use the corrected, clustered p-values.</p>" + table(recs, cols))
     return Section("Every checkpoint", body, children)

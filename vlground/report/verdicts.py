@@ -19,36 +19,19 @@ from vlground.results import Results, load
 
 def verdict_table(res: Results, *, min_effect: float = stats.MIN_EFFECT, correction: str = "holm",
                   direction: str = "env2lan", n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """Rows ``{group, step, n_seeds, n_pairs, effect, ci_low, ci_high, method, p_corrected,
-    correction, min_effect, verdict, line}``, groups sorted, steps ascending (final model last)."""
-    cached = _cache_get(res, min_effect, correction, direction, n_boot, seed)
+    """:func:`vlground.stats.verdict_rows` of ``res``'s items (cached in ``OUT/verdicts.json``)."""
+    cached = _cache_get(res, stats.VERDICTS_VERSION, min_effect, correction, direction, n_boot, seed)
     if cached is not None:
         return cached
-    gains = stats.item_gains(res.frame("items"), direction)
-    rows = []
-    if not gains.empty:
-        if "group" not in gains:
-            gains["group"] = gains.get("run", "all")
-        gains["seed"] = gains["seed"].fillna(-1) if "seed" in gains else 0
-        found = stats.group_verdicts(gains, min_effect=min_effect, correction=correction, n_boot=n_boot, seed=seed)
-        for (group, step), v in sorted(found.items(), key=lambda kv: (str(kv[0][0]), math.inf if kv[0][1] is None else kv[0][1])):
-            e = v.estimate
-            rows.append({"group": group, "step": None if step is None else int(step), "n_seeds": v.n_seeds, "n_pairs": e.n,
-                         "effect": e.mean, "ci_low": e.low, "ci_high": e.high, "method": e.method,
-                         "p_corrected": v.p_corrected, "correction": correction, "min_effect": min_effect,
-                         "verdict": v.label, "line": v.line()})
-    _cache_put(res, rows, min_effect, correction, direction, n_boot, seed)
+    rows = stats.verdict_rows(res.frame("items"), min_effect=min_effect, correction=correction, direction=direction,
+                              n_boot=n_boot, seed=seed)
+    _cache_put(res, rows, stats.VERDICTS_VERSION, min_effect, correction, direction, n_boot, seed)
     return rows
 
 
 def final_rows(rows: list[dict]) -> list[dict]:
-    """Each group's last probed step (the final model when there is one)."""
-    last: dict = {}
-    for r in rows:
-        old = last.get(r["group"])
-        if old is None or old["step"] is not None and (r["step"] is None or r["step"] > old["step"]):
-            last[r["group"]] = r
-    return [last[g] for g in sorted(last)]
+    """Each group's tested step (:func:`vlground.stats.final_rows`: the last step with all its seeds)."""
+    return stats.final_rows(rows)
 
 
 def final_verdicts(out: str | Path, **options) -> list[dict]:

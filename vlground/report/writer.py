@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from vlground import stats
-from vlground.claims import claims_table, render_claims_html
+from vlground.claims import ClaimSettings, claims_table, render_claims_html
 from vlground.report import monitor_section
 from vlground.report import sections as sec
 from vlground.report.html import Section, page, provenance, table, write_atomic
@@ -60,7 +60,7 @@ def _findings(verdicts: list[dict], min_effect: float, correction: str) -> str:
     items = []
     for r in final_rows(verdicts):
         cls = "grounded" if r["verdict"] == "grounded" else "none"
-        at = "the final model" if r["step"] is None else f"step {r['step']}"
+        at = "the final model" if r["step"] is None else f"step {r['step']} (the last step with all {r['n_seeds']} seed(s))"
         items.append(f"<li><strong>{html.escape(str(r['group']))}</strong> at {at}: <span class={cls}>{html.escape(r['verdict'])}</span>"
                      f" — {html.escape(r['line'].rsplit(' -> ', 1)[0])}</li>")
     corr = "without correction" if correction == "none" else f"after {correction.capitalize()} correction across each group's probed steps"
@@ -90,7 +90,8 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
     if verdicts:
         _csv(out / "verdicts.csv", verdicts)
     parts = [
-        Section("The paper's claims on this run", render_claims_html(claims_table(res), heading=False)),  # vlground.claims
+        Section("The paper's claims on this run", render_claims_html(claims_table(
+            res, ClaimSettings(min_effect=min_effect, correction=correction), verdicts=verdicts), heading=False)),  # vlground.claims
         sec.training(res, plot_dir),
         sec.behaviour(res, verdicts, plot_dir, min_effect),
         sec.r_squared(res, plot_dir),

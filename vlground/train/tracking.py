@@ -74,7 +74,7 @@ def tracking_dir(out: str | Path) -> str:
 
 
 #: per-checkpoint behaviour fields logged by ``vlground probe --log-with``
-PROBE_FIELDS = ("match_surprisal", "mismatch_surprisal", "info_gain", "r2_cooc", "reverse_info_gain", "p_value")
+PROBE_FIELDS = ("match_surprisal", "mismatch_surprisal", "info_gain", "r2_cooc", "reverse_info_gain", "word_p_value")
 
 
 def log_probe_results(out: str | Path, log_with: str | None, checkpoint_rows: list[dict]) -> list[str]:
