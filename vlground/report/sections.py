@@ -64,7 +64,7 @@ def behaviour(res, verdicts: list[dict], plot_dir: Path, min_effect: float) -> S
                 figs.append(plots.surprisal_plot(gdf, g, plot_dir / f"{_safe(g)}-reverse-surprisal.png", reverse=True))
                 figs.append(plots.info_gain_plot(gdf, g, plot_dir / f"{_safe(g)}-reverse-info-gain.png", min_effect, reverse=True))
         vrows = [v for v in verdicts if v["group"] == g]
-        cols = ["step", "n_seeds", "n_pairs", "effect", "ci_low", "ci_high", "p_corrected", "verdict", "method"]
+        cols = ["step", "n_seeds", "n_pairs", "effect", "ci_low", "ci_high", "p_corrected", "verdict", "detectable", "method"]
         vt = table([{**v, "step": _at(v["step"]) if v["step"] is None else v["step"]} for v in vrows], cols) if vrows else ""
         summ = [r for r in _summary(gdf)]
         body = (f"<div class=figs>{''.join(img(f) for f in figs)}</div>" if figs else

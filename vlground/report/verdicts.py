@@ -1,7 +1,7 @@
 """Verdicts per run group and step from a results folder (items table -> vlground.stats).
 
 ``verdict_table(res)`` gives one row per (group, step): effect size (nats), interval, corrected
-p-value and the label; ``final_verdict_lines(out)`` the one-line claims for each group's last
+p-value, the label and, beside a null, what the run could have detected (:mod:`vlground.power`); ``final_verdict_lines(out)`` the one-line claims for each group's last
 probed step, as the demo prints them. Computed verdicts are kept in ``OUT/verdicts.json``
 (keyed by the results file's content and the statistics options, so a re-run never returns
 another input's verdicts).
@@ -19,14 +19,17 @@ from vlground.results import Results, load
 
 def verdict_table(res: Results, *, min_effect: float = stats.MIN_EFFECT, correction: str = "holm",
                   direction: str = "env2lan", n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """:func:`vlground.stats.verdict_rows` of ``res``'s items (cached in ``OUT/verdicts.json``)."""
+    """:func:`vlground.stats.verdict_rows` of ``res``'s items (cached in ``OUT/verdicts.json``), each with
+    :func:`vlground.power.with_power`'s detectable effect and power note beside a null."""
+    from vlground.power import with_power  # detectable effect and power note beside each null
+
     cached = _cache_get(res, stats.VERDICTS_VERSION, min_effect, correction, direction, n_boot, seed)
     if cached is not None:
-        return cached
+        return with_power(cached)
     rows = stats.verdict_rows(res.frame("items"), min_effect=min_effect, correction=correction, direction=direction,
                               n_boot=n_boot, seed=seed)
     _cache_put(res, rows, stats.VERDICTS_VERSION, min_effect, correction, direction, n_boot, seed)
-    return rows
+    return with_power(rows)
 
 
 def final_rows(rows: list[dict]) -> list[dict]:
@@ -36,9 +39,11 @@ def final_rows(rows: list[dict]) -> list[dict]:
 
 def final_verdicts(out: str | Path, **options) -> list[dict]:
     """Each group's last-step verdict row (see :func:`verdict_table`) with ``text``:
-    ``"<group> at step N: information gain ... -> grounded"``."""
+    ``"<group> at step N: information gain ... -> grounded"`` (a null followed by its power note:
+    ``"... -> no meaningful effect (not at this budget: could have detected >= ...)"``)."""
     rows = final_rows(verdict_table(load(out), **options))
-    return [{**r, "text": f"{r['group']} at {_at(r['step'])}: {r['line']}"} for r in rows]
+    return [{**r, "text": f"{r['group']} at {_at(r['step'])}: {r['line']}" + (f" ({r['power_note']})" if r.get("power_note") else "")}
+            for r in rows]
 
 
 def final_verdict_lines(out: str | Path, **options) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vlground import stats
 from vlground.claims import ClaimSettings, claims_table, render_claims_html
-from vlground.report import monitor_section
+from vlground.report import emergence, monitor_section
 from vlground.report import sections as sec
 from vlground.report.html import Section, page, provenance, table, write_atomic
 from vlground.report.verdicts import final_rows, verdict_table
@@ -62,11 +62,13 @@ def _findings(verdicts: list[dict], min_effect: float, correction: str) -> str:
         cls = "grounded" if r["verdict"] == "grounded" else "none"
         at = "the final model" if r["step"] is None else f"step {r['step']} (the last step with all {r['n_seeds']} seed(s))"
         items.append(f"<li><strong>{html.escape(str(r['group']))}</strong> at {at}: <span class={cls}>{html.escape(r['verdict'])}</span>"
-                     f" — {html.escape(r['line'].rsplit(' -> ', 1)[0])}</li>")
+                     f" — {html.escape(r['line'].rsplit(' -> ', 1)[0])}"
+                     + (f" <em>({html.escape(r['power_note'])})</em>" if r.get("power_note") else "") + "</li>")
     corr = "without correction" if correction == "none" else f"after {correction.capitalize()} correction across each group's probed steps"
     return (f"<ul>{''.join(items)}</ul><p class=note>\"grounded\" needs a p-value below {stats.ALPHA} {corr} and an information gain "
             f"of at least {min_effect:g} nats (the minimum effect of interest, <code>--min-effect</code>); a significant "
-            "effect below it is \"no meaningful effect\". Intervals: bootstrap over words and items (one seed) or a mixed "
+            "effect below it is \"no meaningful effect\"; beside a null, the smallest gain the run could have detected (80% "
+            "power, from the interval's width; vlground/power.py), so a null reads \"not at this budget\". Intervals: bootstrap over words and items (one seed) or a mixed "
             "model with random intercepts for word and seed (several seeds); see docs/statistics.md.</p>")
 
 
@@ -94,6 +96,7 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
             res, ClaimSettings(min_effect=min_effect, correction=correction), verdicts=verdicts), heading=False)),  # vlground.claims
         sec.training(res, plot_dir),
         sec.behaviour(res, verdicts, plot_dir, min_effect),
+        emergence.section(res, verdicts, plot_dir, min_effect),  # gain vs training tokens, per density
         sec.r_squared(res, plot_dir),
         sec.flow(res, plot_dir),
         sec.lens(res, plot_dir),
