@@ -54,6 +54,31 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+class AdapterHookError(InputError):
+    """An adapter hook (``image_layout``, ``encode``, ``image_token_id`` ...) raised: one line naming the hook."""
+
+
+#: processor outputs that are never model inputs (training targets); left out with a note
+NOT_MODEL_INPUTS = ("labels",)
+
+
+def model_input_tensors(enc: Mapping[str, Any], notes: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a processor output the model may get: ``labels`` (PaliGemma's processor returns
+    training targets) are left out, with a note appended to ``notes`` the first time."""
+    out = {}
+    for k, v in enc.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        if k in NOT_MODEL_INPUTS:
+            note = f"processor output {k!r} is not given to the model (training targets)"
+            if notes is not None and note not in notes:
+                notes.append(note)
+                log.info(note)
+            continue
+        out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class ObjectItem:
     """What :meth:`HFVisionLanguageAdapter.batch` needs of one object (kept in ``ProbeItem.meta``)."""
@@ -103,6 +128,8 @@ class HFVisionLanguageAdapter(Adapter):
         device_map: str | None = None  #: accelerate device map (``auto``: shard over the visible GPUs)
         limit: int | None = None  #: probe at most this many objects (file order)
         min_overlap: float = 0.5  #: a token is inside the box when this share of its cell is covered
+        revision: str | None = None  #: hub revision of --model (branch, tag or commit; the resolved commit goes into the fingerprint)
+        trust_remote_code: bool = False  #: run code shipped with the checkpoint (off by default; only for checkpoints you trust)
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -116,6 +143,7 @@ class HFVisionLanguageAdapter(Adapter):
         if o.batch_size < 1:
             raise InputError(f"adapter {self.name}: --batch-size must be at least 1")
         self._skipped: list[str] = []
+        self._notes: list[str] = []
         self._items: dict[str, list[ProbeItem]] = {}
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -126,7 +154,9 @@ class HFVisionLanguageAdapter(Adapter):
             self._check_config(local)
         elif path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path:
             raise InputError(f"{path}: model folder not found")
-        return [Checkpoint(run=local.name if local.exists() else path, path=path)]
+        if local.exists() and self.options.revision:
+            raise InputError(f"--revision {self.options.revision}: {path} is a local folder, not a hub id")
+        return [Checkpoint(run=local.name if local.exists() else path, path=path, revision=self.options.revision)]
 
     def _check_config(self, folder: Path) -> None:
         f = folder / "config.json"
@@ -144,12 +174,22 @@ class HFVisionLanguageAdapter(Adapter):
         """Keyword arguments of ``from_pretrained`` for the model: dtype, eager attention, device map."""
         device = resolve_device(self.options.device)
         dtype = _DTYPES.get(self.options.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
-        kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager"}
+        kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager", **self.hub_kwargs()}
         if self.options.device_map:
             kwargs["device_map"] = self.options.device_map
         elif self.options.device == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1:
             kwargs["device_map"] = "auto"  # accelerate splits the layers over the visible GPUs
         return kwargs
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """``revision`` and ``trust_remote_code`` for every ``from_pretrained`` of the checkpoint (model,
+        processor, tokenizer); empty when neither is set."""
+        out: dict[str, Any] = {}
+        if self.options.revision:
+            out["revision"] = self.options.revision
+        if self.options.trust_remote_code:
+            out["trust_remote_code"] = True
+        return out
 
     def load_processor(self, path: str):
         """The processor of a checkpoint, from :attr:`processor_class` (a ``transformers`` name, a class
@@ -159,7 +199,7 @@ class HFVisionLanguageAdapter(Adapter):
         spec = self.processor_class
         if isinstance(spec, str):
             spec = getattr(transformers, spec)
-        return spec.from_pretrained(path) if hasattr(spec, "from_pretrained") else spec(path)
+        return spec.from_pretrained(path, **self.hub_kwargs()) if hasattr(spec, "from_pretrained") else spec(path)
 
     def load(self, ckpt: Checkpoint) -> LoadedModel:
         import transformers
@@ -170,6 +210,8 @@ class HFVisionLanguageAdapter(Adapter):
         try:
             model = cls.from_pretrained(ckpt.path, **kwargs)
             processor = self.load_processor(ckpt.path)
+        except AdapterHookError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{ckpt.path}: cannot load as a {self.description} ({first})") from None
@@ -181,8 +223,24 @@ class HFVisionLanguageAdapter(Adapter):
         model.eval().requires_grad_(False)
         loaded = LoadedModel(checkpoint=ckpt, model=model, tokenizer=getattr(processor, "tokenizer", processor),
                              device=model.get_input_embeddings().weight.device, extra={"processor": processor})
-        loaded.extra["image_token_id"] = self.image_token_id(loaded)
+        loaded.extra["image_token_id"] = self.call_hook("image_token_id", loaded)
+        commit = getattr(model.config, "_commit_hash", None)
+        if commit and not Path(ckpt.path).exists():
+            loaded.extra["commit"] = commit  # the hub snapshot actually loaded
         return loaded
+
+    def call_hook(self, name: str, *args):
+        """``getattr(self, name)(*args)``, with any error other than :class:`InputError` turned into one line
+        naming the hook (:class:`AdapterHookError`): a bug in an adapter's override points at that override."""
+        try:
+            return getattr(self, name)(*args)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any bug of an override becomes one line naming it
+            where = type(self).__qualname__
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AdapterHookError(f"adapter {self.name}: {where}.{name}() raised {type(exc).__name__}: {first} "
+                                   f"(fix or override {name})") from exc
 
     def capabilities(self, loaded: LoadedModel) -> frozenset[Capability]:
         return frozenset({Capability.ATTENTION})
@@ -203,7 +261,7 @@ class HFVisionLanguageAdapter(Adapter):
                                   tuple(range(cfg.num_hidden_layers)))
 
     def skipped(self) -> list[str]:
-        return list(dict.fromkeys(self._skipped))
+        return list(dict.fromkeys(self._skipped + self._notes))
 
     # -- declarative hooks (override in a subclass when the defaults do not fit) ------------------
     def preprocess(self, loaded: LoadedModel):
@@ -289,8 +347,6 @@ class HFVisionLanguageAdapter(Adapter):
         self._skipped.extend(str(p) for p in coco.skipped)
         mismatched = _read_mismatch(Path(o.mismatch))
         prompt = self._prompt(loaded)
-        tok = loaded.tokenizer
-        prompt_ids = tok(prompt).input_ids
         out: list[ProbeItem] = []
         layouts: dict[str, Any] = {}
         annotations = coco.annotations[: o.limit] if o.limit is not None else coco.annotations
@@ -298,12 +354,15 @@ class HFVisionLanguageAdapter(Adapter):
             image = coco.images[ann.image_id]
             where = f"{coco.path.name}: annotation {ann.id}"
             try:
-                word_ids = _word_ids(tok, prompt, prompt_ids, ann.category)
+                word_ids = self.call_hook("word_ids", loaded, prompt, ann.category)
                 mm_file, replacement = _match_mismatch(mismatched, Path(o.mismatch), ann, image)
                 size = (image.width, image.height)
                 if str(image.path) not in layouts:  # one processor run per image, not per object
-                    layouts[str(image.path)] = self.image_layout(loaded, self.encode(loaded, str(image.path)), size)
+                    enc = self.call_hook("encode", loaded, str(image.path))
+                    layouts[str(image.path)] = self.call_hook("image_layout", loaded, enc, size)
                 layout = layouts[str(image.path)]
+            except AdapterHookError:
+                raise
             except InputError as exc:
                 self._skipped.append(f"{where}: {exc}")
                 log.warning("skipped %s: %s", where, exc)
@@ -331,8 +390,20 @@ class HFVisionLanguageAdapter(Adapter):
             loaded.extra["prompt"] = self.format_prompt(loaded)
         return loaded.extra["prompt"]
 
+    def word_ids(self, loaded: LoadedModel, prompt: str, word: str) -> list[int]:
+        """Sub-token ids of the target ``word`` as it follows the prompt (default: ``prompt + " " + word``
+        tokenised together, the prompt's ids stripped)."""
+        tok = loaded.tokenizer
+        return _word_ids(tok, prompt, tok(prompt).input_ids, word)
+
+    def process(self, loaded: LoadedModel, image, prompt: str) -> Mapping[str, Any]:
+        """The processor's whole output for (``prompt``, one PIL ``image``), unfiltered (the kit runs the
+        model on it to check the scoring pass). Override for processor arguments (PaliGemma's ``suffix``)."""
+        return loaded.extra["processor"](images=[image], text=[prompt], return_tensors="pt")
+
     def encode(self, loaded: LoadedModel, image_file: str) -> dict[str, torch.Tensor]:
-        """The processor's output for (prompt, image): ``input_ids [1, P]``, ``pixel_values`` ... (LRU-cached)."""
+        """The processor's output for (prompt, image): ``input_ids [1, P]``, ``pixel_values`` ... (LRU-cached);
+        outputs that are not model inputs (``labels``) are left out with a note."""
         from PIL import Image
 
         cache: OrderedDict = loaded.extra.setdefault("_encoded", OrderedDict())
@@ -344,8 +415,8 @@ class HFVisionLanguageAdapter(Adapter):
                 image = im.convert("RGB")
         except OSError as exc:
             raise InputError(f"{image_file}: cannot read image ({type(exc).__name__})") from None
-        enc = loaded.extra["processor"](images=[image], text=[self._prompt(loaded)], return_tensors="pt")
-        enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        enc = model_input_tensors(self.call_hook("process", loaded, image, self._prompt(loaded)),
+                                  self._notes)
         cache[image_file] = enc
         while len(cache) > 16:
             cache.popitem(last=False)
@@ -357,7 +428,7 @@ class HFVisionLanguageAdapter(Adapter):
         rows, extras, targets, positions, inside, spans, views = [], [], [], [], [], [], []
         for it in items:
             obj: ObjectItem = it.meta["object"]
-            enc = self.encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
+            enc = self.call_hook("encode", loaded, obj.image if it.condition == "match" else obj.mismatch_image)
             ids = enc["input_ids"][0]
             n_prompt = ids.shape[0]
             words = torch.tensor(obj.word_ids, dtype=torch.long)
@@ -365,7 +436,7 @@ class HFVisionLanguageAdapter(Adapter):
             extras.append({k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")})
             targets.append(words)
             positions.append(torch.arange(len(words)) + n_prompt - 1)
-            layout = self.image_layout(loaded, enc, obj.image_size)
+            layout = self.call_hook("image_layout", loaded, enc, obj.image_size)
             inside.append(torch.as_tensor(box_to_tokens(layout, obj.bbox, min_overlap=self.options.min_overlap).positions))
             spans.append(torch.as_tensor(layout.positions))
             views.append(layout.grid_of())

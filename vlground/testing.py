@@ -25,11 +25,19 @@ rule it checks:
 * **a box-heads step**: saliency from image tokens into the predicted position gives inside-box
   shares in [0, 1] per head;
 * padding does not change a score.
+
+Image adapters (items holding an ``ObjectItem``) also get the checks that do not trust the adapter
+(:mod:`vlground.kit`): geometry read from the model with its vision attention zeroed
+(:mod:`vlground.kit.geometry`), the image tokens of ``input_ids`` against the layout and the
+model config's image token, the scoring pass against the model run on the plain processor output,
+no leak from the target's later sub-tokens, and an image that changes the scores
+(:mod:`vlground.kit.inputs`). :func:`check_adapter` returns a :class:`KitReport` with the measured
+agreement figures.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,10 +51,20 @@ from vlground.engine.adapter import (
 )
 
 
+@dataclass
+class KitReport:
+    """What :func:`check_adapter` measured (it raises on a failed check)."""
+
+    checks: list[str] = field(default_factory=list)  #: the checks that ran and passed, in order
+    geometry: list = field(default_factory=list)  #: one :class:`vlground.kit.geometry.GeometryReport` per checkpoint
+    notes: list[str] = field(default_factory=list)  #: e.g. processor outputs left out (``labels``)
+
+
 def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8, atol: float = 1e-4,
-                  paint: bool = True) -> None:
+                  paint: bool = True) -> KitReport:
     """Check that ``adapter`` keeps the interface's semantics on its first checkpoints (see the module
-    docstring); ``paint=False`` skips the painted-box check."""
+    docstring); ``paint=False`` skips both geometry checks (painted boxes and the model-based one)."""
+    report = KitReport()
     ckpts = adapter.checkpoints()
     assert ckpts, "checkpoints() returned nothing"
     assert all(isinstance(c, Checkpoint) for c in ckpts), "checkpoints() must return Checkpoint objects"
@@ -57,6 +75,12 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
         items = adapter.items(loaded)
         _check_items(items)
         sample = _sample_pairs(items, max_items)
+        image = bool(sample) and all("object" in it.meta for it in sample) and hasattr(adapter, "call_hook")
+        if image:
+            from vlground.kit.inputs import check_image_tokens
+
+            check_image_tokens(adapter, loaded, sample[0])
+            report.checks.append("image tokens: config id, count and views")
         batch = adapter.batch(loaded, sample)
         _check_batch(batch, sample)
         _check_pairs_differ_only_in_environment(adapter, loaded, sample)
@@ -70,8 +94,29 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
             assert torch.allclose(alone[0], lp[i], atol=atol), (
                 f"item {sample[i].item_id}: log-prob alone {alone[0].item():.5f} != in batch {lp[i].item():.5f} (padding leaks)"
             )
+        if image:
+            from vlground.kit.inputs import check_image_matters, check_no_leak, check_plain_processor
+
+            check_image_matters(sample, lp)
+            report.checks.append("the image changes the scores")
+            match = next(it for it in sample if it.condition == "match")
+            if check_no_leak(adapter, loaded, match):
+                report.checks.append("no leak from the target's later sub-tokens")
+            plain = check_plain_processor(adapter, loaded, match, atol=atol)
+            report.checks.append(f"scoring pass = model on the plain processor output (max |diff| {plain['max_diff']:.1e})")
+            report.notes.extend(n for n in adapter.skipped() if n.startswith("processor output"))
         if paint and hasattr(adapter, "view_pixels") and all("object" in it.meta for it in sample):
             check_painted_boxes(adapter, loaded, sample)
+            report.checks.append("painted boxes")
+        if paint and image and Capability.ATTENTION in adapter.capabilities(loaded):
+            from vlground.kit.geometry import check_model_geometry
+
+            geo = check_model_geometry(adapter, loaded, [it for it in sample if it.condition == "match"])
+            report.geometry.append(geo)
+            report.notes.extend(geo.notes)
+            report.checks.append("model-based geometry (" + ", ".join(
+                f"{v} {a:.2f}" for v, a in geo.pattern_agreement.items()) + (
+                f"; boxes {geo.box_agreement:.2f}" if geo.box_agreement is not None else "") + ")")
         caps = adapter.capabilities(loaded)
         if Capability.ATTENTION in caps:
             site = adapter.attention_site(loaded)
@@ -81,8 +126,10 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
             assert len(atts) == len(site.layers), f"{len(atts)} attention maps for {len(site.layers)} attention layers"
             assert atts[0].shape[1] == site.n_heads, "attention maps disagree with attention_site().n_heads"
             check_forward_path(adapter, loaded, batch)
+            report.checks.append("one forward path")
             if batch.env_span is not None:
                 _check_box_shares(adapter, loaded, batch)
+                report.checks.append("a box-heads step")
         if Capability.HIDDEN_STATES in caps:
             unembed = adapter.unembed(loaded)
             assert unembed is not None, "Capability.HIDDEN_STATES needs unembed()"
@@ -95,6 +142,7 @@ def check_adapter(adapter: Adapter, max_checkpoints: int = 2, max_items: int = 8
             assert cooc is not None and set(cooc) == set(words), "cooccurrence() must give a count per word"
             assert all(isinstance(v, int) and v >= 0 for v in cooc.values()), "co-occurrence counts are ints >= 0"
         del loaded
+    return report
 
 
 def _check_items(items: list[ProbeItem]) -> None:

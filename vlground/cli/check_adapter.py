@@ -38,15 +38,44 @@ def run(args: argparse.Namespace) -> int:
     from vlground.testing import check_adapter
 
     cls = get_adapter_class(args.adapter)
+    rest = _own_flags(args, list(args.options))  # --max-items / --no-paint may come after NAME too
     try:
-        opts = adapter_parser(cls, f"vlground check-adapter {args.adapter}").parse_args(args.options)
+        opts = adapter_parser(cls, f"vlground check-adapter {args.adapter}").parse_args(rest)
     except SystemExit as exc:  # --help, or a usage error already printed on one line
         return int(exc.code or 0)
     adapter = cls.from_options(vars(opts))
     try:
-        check_adapter(adapter, max_items=args.max_items, paint=not args.no_paint)
+        report = check_adapter(adapter, max_items=args.max_items, paint=not args.no_paint)
     except AssertionError as exc:
         print(f"vlground check-adapter: {args.adapter} fails: {exc}")
         return 1
     print(f"vlground check-adapter: {args.adapter} passes every check")
+    for line in dict.fromkeys(report.checks):
+        print(f"  ok  {line}")
+    for note in dict.fromkeys(report.notes):
+        print(f"  note: {note}")
     return 0
+
+
+def _own_flags(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """Take ``--max-items N`` / ``--max-items=N`` / ``--no-paint`` out of the adapter's flags into ``args``."""
+    from vlground.errors import InputError
+
+    out, i = [], 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--no-paint":
+            args.no_paint = True
+        elif a == "--max-items" or a.startswith("--max-items="):
+            value = a.split("=", 1)[1] if "=" in a else (rest[i + 1] if i + 1 < len(rest) else None)
+            i += 0 if "=" in a else 1
+            try:
+                args.max_items = int(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise InputError(f"--max-items: expected a whole number, got {value!r}") from None
+            if args.max_items < 1:
+                raise InputError(f"--max-items: must be at least 1, got {args.max_items}")
+        else:
+            out.append(a)
+        i += 1
+    return out

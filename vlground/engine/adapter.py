@@ -62,6 +62,7 @@ class Checkpoint:
     seed: int | None = None
     step: int | None = None  #: training step; None for a pretrained model
     group: str | None = None  #: what the report pools seeds over (an architecture, a corpus variant); default: the run
+    revision: str | None = None  #: hub revision asked for (branch, tag or commit); None: the default branch
 
     @property
     def key(self) -> str:

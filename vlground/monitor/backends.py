@@ -62,7 +62,7 @@ def backend_for(adapter: Adapter, loaded: LoadedModel) -> Backend:
     if isinstance(adapter, VisdialDinov2Adapter):
         return TestbedBackend(adapter, loaded)
     raise InputError(f"adapter {adapter.name}: the monitor needs a vision-language adapter (llava15, qwen2vl, "
-                     "llava_next, visdial_dinov2)")
+                     "llava_next, paligemma, gemma3, idefics3, internvl, visdial_dinov2)")
 
 
 class HFBackend(Backend):
@@ -107,8 +107,9 @@ class HFBackend(Backend):
                 rgb = im.convert("RGB")
         except OSError as exc:
             raise InputError(f"{image}: cannot read image ({type(exc).__name__})") from None
-        enc = self.processor(images=[rgb], text=[prompt], return_tensors="pt")
-        inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        from vlground.adapters.hf_vlm import model_input_tensors
+
+        inputs = model_input_tensors(self.adapter.call_hook("process", self.loaded, rgb, prompt))  # no ``labels``
         ids = inputs["input_ids"][0]
         mask = torch.zeros(ids.shape[0], dtype=torch.bool)
         mask[self.adapter.image_positions(self.loaded, ids)] = True

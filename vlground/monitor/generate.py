@@ -63,13 +63,16 @@ def forward(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tenso
     return adapter.forward(loaded, _batch(loaded, inputs), **kwargs)
 
 
-def _step_inputs(prefill: dict[str, torch.Tensor], token: int, t: int, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def _step_inputs(prefill: dict[str, torch.Tensor], token: int, t: int, mask: torch.Tensor,
+                 fills: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Inputs of decoding step ``t`` (0 = the first token after the prompt) from the prefill's model inputs.
 
     The new token's id and the extended attention mask; ``position_ids`` continue after the prompt's last
-    position (also M-RoPE's ``[3, B, S]``); other per-token integer inputs (e.g. ``mm_token_type_ids``)
-    get 0, a text token; image inputs are not passed again (they are in the cache).
+    position (also M-RoPE's ``[3, B, S]``); other per-token integer inputs get the adapter's declared value
+    for a generated token (``fills``: its ``token_inputs``, e.g. PaliGemma's ``token_type_ids`` 1 = answer),
+    else 0 (a text token, e.g. ``mm_token_type_ids``); image inputs are not passed again (they are in the cache).
     """
+    fills = fills or {}
     S = prefill["input_ids"].shape[-1]
     dev = prefill["input_ids"].device
     out = {"input_ids": torch.tensor([[token]], dtype=torch.long, device=dev), "attention_mask": mask.to(dev)}
@@ -79,7 +82,7 @@ def _step_inputs(prefill: dict[str, torch.Tensor], token: int, t: int, mask: tor
         if k == "position_ids":
             out[k] = v[..., -1:] + 1 + t
         elif not v.is_floating_point():
-            out[k] = torch.zeros_like(v[..., -1:])
+            out[k] = torch.full_like(v[..., -1:], int(fills.get(k, 0)))
     return out
 
 
@@ -130,6 +133,6 @@ def decode(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor
             break
         name, cache = _cache(out)
         mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
-        step_inputs = _step_inputs(prefill, step.token, t, mask)
+        step_inputs = _step_inputs(prefill, step.token, t, mask, dict(getattr(adapter, "token_inputs", {}) or {}))
         cache_kw = {name: cache}
     return steps

@@ -2,7 +2,10 @@
 
 A local checkpoint folder is fingerprinted by the SHA-256 of its model files (weights and
 configs directly in the folder: ``*.safetensors``, ``*.bin``, ``*.pt`` except optimizer and
-trainer state, ``*.json``); a hub id by the id itself (a pinned hub revision is immutable).
+trainer state, ``*.json``); a hub id by the commit it resolves to (``hub:<id>@<commit>``: from the local Hugging Face cache's
+snapshot of that revision, else from the hub), so a branch that moves gives another fingerprint;
+``id:<id>@<revision>`` only when neither can tell (offline, nothing cached: such results are not
+pinned).
 Hashes are memoised in ``memo`` keyed by (path, size, mtime_ns), so an unchanged 14 GB
 checkpoint is read once per output folder.
 """
@@ -26,11 +29,46 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(path: str, memo_file: Path | None = None) -> str:
-    """``sha256:<hex>`` of a local checkpoint folder's model files, or ``id:<path>`` for a hub id."""
+def resolve_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit a hub ``revision`` (default: ``main``) of ``repo_id`` resolves to: the local cache's
+    snapshot first (no network), then the hub; None when neither answers."""
+    import re
+
+    import os
+
+    rev = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        return None  # not a hub id (a fake:// path, a missing folder)
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, revision=rev, local_files_only=True, allow_patterns=["config.json"])
+        name = Path(folder).name
+        if re.fullmatch(r"[0-9a-f]{40}", name):
+            return name
+    except Exception:  # noqa: BLE001 - not cached (or no huggingface_hub): ask the hub
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(repo_id, revision=rev).sha
+    except Exception:  # noqa: BLE001 - offline or unknown: not resolvable
+        return None
+
+
+def fingerprint(path: str, memo_file: Path | None = None, revision: str | None = None) -> str:
+    """``sha256:<hex>`` of a local checkpoint folder's model files; for a hub id ``hub:<id>@<commit>``
+    (the commit ``revision`` resolves to), or ``id:<id>@<revision>`` when it cannot be resolved."""
     folder = Path(path)
     if not folder.is_dir():
-        return f"id:{path}"
+        commit = resolve_commit(path, revision)
+        if commit:
+            return f"hub:{path}@{commit}"
+        return f"id:{path}@{revision}" if revision else f"id:{path}"
     memo: dict = {}
     if memo_file is not None and memo_file.is_file():
         try:
@@ -56,4 +94,4 @@ def fingerprint(path: str, memo_file: Path | None = None) -> str:
     return "sha256:" + total.hexdigest()
 
 
-__all__ = ["fingerprint"]
+__all__ = ["fingerprint", "resolve_commit"]

@@ -2,14 +2,14 @@
 saliency of the strongest box aggregate heads into the position before the object's name, for a
 match item and its mismatched image side by side.
 
-Only single-grid image layouts are drawn (``n`` image tokens of the base view forming a square
-``sqrt(n) x sqrt(n)`` grid over the processed image, as in LLaVA-1.5 and ViT-style encoders);
-other layouts give no example. The image is the model's own ``pixel_values`` rescaled per channel
-for display, so the grid lines up with the patches exactly (no guessing of crops or padding).
+The grid is the item's first view (``base`` when there is one) of the adapter's image layout
+(``image_layout``: any ``rows x cols`` grid, whatever the pixel layout); the image is that view's
+model-input pixels: ``pixel_values`` rescaled per channel when they are the view's ``[3, H, W]``,
+else the view's brightness from ``view_pixels`` (Qwen2-VL's flattened patches, stitched crops),
+so the grid lines up with the patches exactly (no guessing of crops or padding). Adapters without
+an image layout give no example.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -18,25 +18,42 @@ import torch
 N_HEADS = 3
 
 
-def _side(batch, rows: torch.Tensor, b: int, heads: list[tuple[int, int]]):
-    """``(patches [g, g], mask [g, g], image [H, W, 3] uint8)`` or None for a layout that is not one square grid."""
-    span = batch.env_span[b]
-    base = batch.env_views.get("base")
-    pos = (span & base[b]) if base is not None else span
-    idx = pos.nonzero()[:, 0]
-    g = math.isqrt(int(idx.numel()))
-    pix = batch.model_inputs.get("pixel_values")
-    if g < 2 or g * g != idx.numel() or pix is None:
+def _rgb(x: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` model-input pixels rescaled per channel -> ``[H, W, 3]`` uint8."""
+    lo = x.amin(dim=(1, 2), keepdim=True)
+    hi = x.amax(dim=(1, 2), keepdim=True)
+    return ((x - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _side(ctx, batch, rows: torch.Tensor, b: int, heads: list[tuple[int, int]]):
+    """``(patches [r, c], mask [r, c], image [H, W, 3] uint8)`` of item ``b``'s first view (``base`` if
+    there is one), from the adapter's image layout; None when the adapter gives no layout."""
+    adapter, loaded, it = ctx.adapter, ctx.loaded, batch.items[b]
+    obj = it.meta.get("object")
+    if obj is None or not (hasattr(adapter, "image_layout") and hasattr(adapter, "view_pixels")):
         return None
-    vals = sum(rows[b, k, h][idx].abs().float() for k, h in heads).reshape(g, g)
-    mask = batch.env_mask[b][idx].reshape(g, g)
-    img = pix[b].float()
-    while img.dim() > 3:  # [views, 3, H, W] -> the base view
-        img = img[0]
-    lo = img.amin(dim=(1, 2), keepdim=True)
-    hi = img.amax(dim=(1, 2), keepdim=True)
-    img = ((img - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8).permute(1, 2, 0)
-    return vals.cpu().numpy().astype(np.float32), mask.cpu().numpy(), img.cpu().numpy()
+    enc = adapter.encode(loaded, obj.image if it.condition == "match" else obj.mismatch_image)
+    layout = adapter.image_layout(loaded, enc, obj.image_size)
+    g = next((g for g in layout.grids if g.name == "base"), layout.grids[0])
+    if g.rows < 2 or g.cols < 2:
+        return None
+    idx = torch.as_tensor(g.positions, dtype=torch.long)
+    vals = sum(rows[b, k, h][idx].abs().float() for k, h in heads).reshape(g.rows, g.cols)
+    mask = batch.env_mask[b][idx.to(batch.env_mask.device)].reshape(g.rows, g.cols)
+    bright = np.asarray(adapter.view_pixels(loaded, enc, layout)[g.name])
+    H, W = min(bright.shape[0], int(round(g.rows * g.cell))), min(bright.shape[1], int(round(g.cols * g.cell)))
+    img = None
+    pix = enc.get("pixel_values")
+    if pix is not None and pix.dim() >= 3:  # [views, 3, H, W] or [3, H, W]: colour when it is this view's pixels
+        x = pix[0].float()
+        while x.dim() > 3:
+            x = x[0]
+        if x.shape[0] == 3 and tuple(x.shape[1:]) == bright.shape:
+            img = _rgb(x)[:H, :W]
+    if img is None:  # flattened patches (Qwen2-VL), crops stitched by the adapter: the view's brightness
+        grey = (np.clip(bright[:H, :W], 0, 1) * 255).round().astype(np.uint8)
+        img = np.repeat(grey[..., None], 3, axis=-1)
+    return vals.cpu().numpy().astype(np.float32), mask.cpu().numpy(), img
 
 
 def overlay_example(ctx, parts, share: torch.Tensor, site) -> tuple[dict, dict]:
@@ -51,7 +68,7 @@ def overlay_example(ctx, parts, share: torch.Tensor, site) -> tuple[dict, dict]:
     heads = [divmod(i, mean.shape[1]) for i in flat]
     batch, rows, _ = parts[0]
     item = batch.items[0]
-    match = _side(batch, rows, 0, heads)
+    match = _side(ctx, batch, rows, 0, heads)
     if match is None:
         return {}, {}
     arrays = {"overlay_match": match[0], "overlay_match_mask": match[1], "overlay_match_image": match[2]}
@@ -59,7 +76,7 @@ def overlay_example(ctx, parts, share: torch.Tensor, site) -> tuple[dict, dict]:
                  and it.direction == item.direction), None)
     if twin is not None:
         mb = ctx.adapter.batch(ctx.loaded, [twin])
-        mm = _side(mb, ctx.adapter.saliency(ctx.loaded, mb), 0, heads)
+        mm = _side(ctx, mb, ctx.adapter.saliency(ctx.loaded, mb), 0, heads)
         if mm is not None:
             arrays.update({"overlay_mismatch": mm[0], "overlay_mismatch_mask": mm[1], "overlay_mismatch_image": mm[2]})
     from vlground.numbering import head_label

@@ -284,7 +284,7 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
     bar = tqdm(order, desc="probe", unit="ckpt", disable=not progress)
     for ckpt in bar:
         bar.set_postfix_str(ckpt.key)
-        fp = fingerprint(ckpt.path, memo_file)
+        fp = fingerprint(ckpt.path, memo_file, revision=ckpt.revision)
         cached = store.cached(ckpt, fp) if store else None
         if cached is not None:
             done[ckpt.key] = cached
@@ -348,7 +348,7 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
 def _get_reference(adapter, prov: Probe, name: str, rc: Checkpoint, ctx: ProbeContext | None, store, memo_file, references) -> RunReference:
     if (name, rc.key) in references:
         return references[(name, rc.key)]
-    fp = fingerprint(rc.path, memo_file)
+    fp = fingerprint(rc.path, memo_file, revision=rc.revision)
     ref = _load_reference(store.reference_file(name, rc), fp) if store else None
     if ref is None:
         if ctx is None:

@@ -286,10 +286,10 @@ def _overlays(res, plot_dir: Path) -> list[Path]:
                 continue
             box = None
             if mask is not None and mask.any():
-                g = mask.shape[0]
+                gh, gw = mask.shape
                 rr, cc = np.nonzero(mask)
                 h, w = image.shape[:2]
-                box = (cc.min() * w / g, rr.min() * h / g, (cc.max() + 1 - cc.min()) * w / g, (rr.max() + 1 - rr.min()) * h / g)
+                box = (cc.min() * w / gw, rr.min() * h / gh, (cc.max() + 1 - cc.min()) * w / gw, (rr.max() + 1 - rr.min()) * h / gh)
             panels.append({"image": image, "box": box, "patches": patches, "label": f"{side} image ('{r.get('overlay_word', '')}')"})
         if panels:
             out.append(plots.box_overlay(panels, plot_dir / f"box-overlay-{_safe(r['key'])}.png",
