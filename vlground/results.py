@@ -137,9 +137,9 @@ class Results:
 
 
 def array_file_name(key: str) -> str:
-    import re
+    from vlground.runid import file_stem
 
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key) + ".npz"
+    return file_stem(key) + ".npz"
 
 
 def load(path: str | Path) -> Results:

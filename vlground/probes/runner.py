@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from vlground.errors import InputError
 from vlground.probes import get_probe_class
 from vlground.probes.base import Probe, ProbeContext, ProbeResult, RunReference, rows_as_dicts
 from vlground.probes.fingerprint import fingerprint
+from vlground.runid import check_unique_keys, file_stem
 from vlground.results import COLUMNAR, VERSION, Results, array_file_name, write
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _hash(obj) -> str:
 
 
 def _safe(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key)
+    return file_stem(key)
 
 
 def group_of(c: Checkpoint) -> str:
@@ -232,8 +232,10 @@ def run_probes(
     (and writes them into ``out`` when given). Raises :class:`InputError` on bad options and when
     no checkpoint could be probed."""
     instances = build_probes(list(probes), options)
-    ckpts = select_checkpoints(adapter.checkpoints(), checkpoints)
-    all_ckpts = by_run(adapter.checkpoints())
+    listed = adapter.checkpoints()
+    check_unique_keys(listed)  # two runs under one key would overwrite each other's results
+    ckpts = select_checkpoints(listed, checkpoints)
+    all_ckpts = by_run(listed)
     mech_keys = None if mechanistic_checkpoints == "all" else {c.key for c in select_checkpoints(ckpts, mechanistic_checkpoints)}
     settings = {
         **adapter.settings(),
