@@ -92,6 +92,10 @@ def check_out(out: str | os.PathLike, inputs, *, overwrite: bool, marker=is_corp
       (``marker(out)``; :func:`is_corpus_folder` for a corpus) with ``overwrite``: ``--overwrite``
       replaces only what vlground wrote.
     """
+    from vlground.folders import check_output
+
+    inputs = list(inputs)
+    check_output(out, "corpus", inputs, overwrite=overwrite, option=option)  # kinds, nesting, inputs
     out_r = Path(out).resolve()
     for raw in inputs:
         if raw is None:

@@ -121,8 +121,12 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, num_cpus: int | None 
     """Run what is left of ``sweep`` on Ray; returns the :class:`Outcome` (failures included)."""
     from filelock import FileLock, Timeout
 
+    from vlground import folders
+
     stream = stream or sys.stderr
     out = sweep.out
+    folders.check_output(out, "sweep")  # not a corpus, run, probe ... folder, nor inside one
+    folders.claim(out, "sweep")
     (out / T.STATE).mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / T.STATE / "sweep.lock"))
     try:

@@ -127,6 +127,9 @@ def _train_one(cfg: TrainConfig) -> None:
     optimizer = make_optimizer(model, h)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(h))
     # 4. run folder, under its lock
+    from vlground import folders
+
+    folders.check_output(run, "run", [cfg.corpus])  # not another command's folder, not inside one, not an input
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder; choose another --out")
     if run.is_dir() and not (run / "run.json").is_file() and any(not p.name.startswith(".") for p in run.iterdir()):
@@ -149,6 +152,10 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
     B, arch = h.batch_size, spec["arch"]
     resume_from = _prepare_run_dir(run, spec, cfg.resume)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
+    if main:
+        from vlground import folders
+
+        folders.claim(run, "run")
     if resume_from == "done":
         log.info("%s: already complete (step %d)", run, h.steps)
         return
