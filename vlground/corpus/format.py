@@ -317,6 +317,20 @@ class Corpus:
             raise InputError(f"{self.path / 'tokenizer.json'}: missing")
         return PreTrainedTokenizerFast.from_pretrained(str(self.path))
 
+    def check_complete(self) -> None:
+        """InputError naming the first file a trainer or a probe needs that is missing or
+        unreadable (vocab, pairs, co-occurrence, tokenizer), so ``train`` fails before it starts,
+        not at probing."""
+        _ = self.vocab, self.pairs, self.cooc
+        try:
+            tok = self.tokenizer()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception types
+            raise InputError(f"{self.path / 'tokenizer.json'}: corrupt ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+        if len(tok) != len(self.vocab):
+            raise InputError(f"{self.path / 'tokenizer.json'}: {len(tok)} tokens, but vocab.json has {len(self.vocab)}")
+
     def cumulative_cooc(self, order: np.ndarray, n_seen: int) -> np.ndarray:
         """int64 [n_pairs]: chunks holding each pair among the first ``n_seen`` of ``order``.
 
