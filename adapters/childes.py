@@ -143,14 +143,15 @@ class ChildesAdapter(Adapter):
     def checkpoints(self) -> list[Checkpoint]:
         from vlground.train.checkpoint import list_checkpoints
 
+        from vlground.runid import run_names, unique_paths
+
         out = []
-        for run in self.options.runs:
-            run = Path(run)
+        runs = unique_paths(self.options.runs, "--run")
+        for run, name in zip(runs, run_names(runs)):  # distinct names: vlground.runid
             info = self._run_info(run)
             ckpts = list_checkpoints(run)
             if not ckpts:
                 raise InputError(f"{run}: no complete checkpoints under {run / 'checkpoints'}")
-            name = f"{run.parent.name}/{run.name}" if re.fullmatch(r"seed-\d+", run.name) else run.name
             group = run_group_of(info)
             out.extend(Checkpoint(run=name, path=str(p), seed=info.get("seed"), step=int(s), group=group) for s, p in ckpts)
         return out
@@ -162,9 +163,12 @@ class ChildesAdapter(Adapter):
         if not f.is_file():
             raise InputError(f"{run}: not a vlground training run (no run.json)")
         try:
-            return json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+            info = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{f}: corrupt ({exc})") from None
+        if not isinstance(info, dict):
+            raise InputError(f"{f}: corrupt (a JSON {type(info).__name__}, not an object)")
+        return info
 
     def _run_info(self, run: Path) -> dict:
         return self._run_info_cached(str(run))

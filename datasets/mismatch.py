@@ -178,8 +178,10 @@ def build_mismatch(config: MismatchConfig, inpainter: Inpainter | None = None) -
     check_out_folder(config)
     data = load_coco(config.annotations, config.images)
     skipped: list[Problem] = list(data.skipped)
-    out.mkdir(parents=True, exist_ok=True)
+    from vlground import folders
     from vlground.locks import exclusive
+
+    folders.claim(out, "mismatch")
 
     with exclusive(out / LOCK, str(out)):
         for stale in out.glob("*.png.tmp"):  # a killed build's half-written image (we hold the lock)
@@ -190,6 +192,9 @@ def build_mismatch(config: MismatchConfig, inpainter: Inpainter | None = None) -
 def check_out_folder(config: MismatchConfig) -> None:
     """One-line error when ``out`` is the source image folder or the annotations' folder, or holds
     one of the inputs (it would overwrite the source annotations and mix outputs with sources)."""
+    from vlground import folders
+
+    folders.check_output(config.out, "mismatch", [config.annotations, config.images])
     out = config.out.resolve()
     images = (config.images if config.images is not None else config.annotations.parent).resolve()
     ann = config.annotations.resolve()

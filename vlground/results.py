@@ -45,6 +45,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     path: Path | None = None  #: the output folder, when the results are on disk
     columnar: dict[str, list[dict]] = field(default_factory=dict)  #: in-memory rows of COLUMNAR tables
+    written: dict[str, str] = field(default_factory=dict)  #: COLUMNAR table -> token of the write (results.json and parquet agree)
 
     # -- plain access (no pandas) ------------------------------------------------------------------
     def records(self, probe: str) -> list[dict[str, Any]]:
@@ -83,8 +84,13 @@ class Results:
         f = self.path / "arrays" / array_file_name(key)
         if not f.is_file():
             return {}
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        import zipfile
+
+        try:
+            with np.load(f) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{f}: damaged ({type(exc).__name__}: {_first(exc)}); re-run the probe into a new --out") from None
 
     def _columnar(self, table: str) -> list[dict]:
         if table in self.columnar:
@@ -92,6 +98,28 @@ class Results:
         if self.path is not None and (self.path / f"{table}.parquet").is_file():
             return self.frame(table).to_dict("records")
         return []
+
+    def _read_columnar(self, table: str):
+        """``<table>.parquet`` as a DataFrame; InputError when it is damaged or was not written
+        together with this ``results.json`` (its token differs: never old rows read as new)."""
+        import pandas as pd
+
+        f = self.path / f"{table}.parquet"
+        if not f.is_file():
+            return pd.DataFrame()
+        try:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(f)
+            frame = pd.read_parquet(f)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises its own ArrowInvalid, OSError ...
+            raise InputError(f"{f}: damaged ({type(exc).__name__}: {_first(exc)}); re-run the probe into a new --out") from None
+        want = self.written.get(table)
+        have = (schema.metadata or {}).get(TOKEN_KEY, b"").decode() or None
+        if want is not None and have != want:
+            raise InputError(f"{f}: not written with {self.path / 'results.json'} (left from another write); "
+                             "re-run the probe with --overwrite")
+        return frame
 
     # -- pandas --------------------------------------------------------------------------------------
     def frame(self, table: str, probe: str | None = None):
@@ -102,8 +130,7 @@ class Results:
         if table == "checkpoints":
             return pd.DataFrame(self.checkpoint_rows())
         if table in COLUMNAR and table not in self.columnar and self.path is not None:
-            f = self.path / f"{table}.parquet"
-            return pd.read_parquet(f) if f.is_file() else pd.DataFrame()
+            return self._read_columnar(table)
         return pd.DataFrame(self.rows(table, probe))
 
     def frames(self) -> dict[str, Any]:
@@ -132,14 +159,17 @@ class Results:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": VERSION, "settings": self.settings, "checkpoints": self.checkpoints,
-                "probes": self.probes, "notes": self.notes}
+        out = {"version": VERSION, "settings": self.settings, "checkpoints": self.checkpoints,
+               "probes": self.probes, "notes": self.notes}
+        if self.written:
+            out["columnar"] = dict(self.written)
+        return out
 
 
 def array_file_name(key: str) -> str:
-    import re
+    from vlground.runid import file_stem
 
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key) + ".npz"
+    return file_stem(key) + ".npz"
 
 
 def load(path: str | Path) -> Results:
@@ -157,29 +187,81 @@ def load(path: str | Path) -> Results:
     if version != VERSION:
         raise InputError(f"{f}: results schema version {version}, this vlground reads version {VERSION}; "
                          f"re-run the probe with --out {f.parent} --overwrite")
+    _check_shape(data, f)
     return Results(settings=data.get("settings", {}), checkpoints=data.get("checkpoints", []), probes=data.get("probes", {}),
-                   notes=data.get("notes", []), path=f.parent)
+                   notes=data.get("notes", []), path=f.parent, written=data.get("columnar", {}))
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _check_shape(data: dict, f: Path) -> None:
+    """InputError naming the first field of ``results.json`` that has the wrong type."""
+    def bad(where: str, value, want: str):
+        raise InputError(f"{f}: damaged results ({where} is a {type(value).__name__}, not {want}); "
+                         "re-run the probe into a new --out")
+
+    for key, kind, want in (("settings", dict, "an object"), ("checkpoints", list, "a list"), ("probes", dict, "an object"),
+                            ("notes", list, "a list"), ("columnar", dict, "an object")):
+        if key in data and not isinstance(data[key], kind):
+            bad(key, data[key], want)
+    for i, c in enumerate(data.get("checkpoints", [])):
+        if not isinstance(c, dict) or not isinstance(c.get("key"), str):
+            bad(f"checkpoints[{i}]", c, "an object with a key")
+    for name, pr in data.get("probes", {}).items():
+        if not isinstance(pr, dict):
+            bad(f"probes.{name}", pr, "an object")
+        for part, kind, want in (("records", list, "a list"), ("tables", dict, "an object"), ("notes", list, "a list")):
+            if part in pr and not isinstance(pr[part], kind):
+                bad(f"probes.{name}.{part}", pr[part], want)
+        for i, r in enumerate(pr.get("records", [])):
+            if not isinstance(r, dict):
+                bad(f"probes.{name}.records[{i}]", r, "an object")
+        for t, rows in pr.get("tables", {}).items():
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                bad(f"probes.{name}.tables.{t}", rows, "a list of objects")
 
 
 def write(res: Results, out: str | Path) -> Path:
     """Write ``results.json`` and the columnar tables into ``out`` (atomically); returns results.json's path."""
     from vlground.corpus.format import write_json
 
+    import uuid
+
     out = Path(out)
+    res.written = {}
     for table, rows in res.columnar.items():
-        _write_parquet(out / f"{table}.parquet", rows)
+        token = uuid.uuid4().hex
+        _write_parquet(out / f"{table}.parquet", rows, token)
+        res.written[table] = token
+    for table in COLUMNAR:  # a table this write has none of: an older one must not be read as its rows
+        if table not in res.columnar:
+            (out / f"{table}.parquet").unlink(missing_ok=True)
     write_json(out / "results.json", _finite(res.to_json()))
     return out / "results.json"
 
 
-def _write_parquet(path: Path, rows: list[dict]) -> None:
+#: key of the parquet file's schema metadata holding the token of the write (see ``Results.written``)
+TOKEN_KEY = b"vlground.write"
+
+
+def _write_parquet(path: Path, rows: list[dict], token: str) -> None:
     import os
 
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), TOKEN_KEY: token.encode()})
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _finite(x):

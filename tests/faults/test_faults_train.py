@@ -6,6 +6,7 @@ import builtins
 import errno
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -169,3 +170,48 @@ def test_stale_checkpoint_temp_is_cleaned(corpus, tmp_path, capsys):
     (stale / "model.safetensors").write_bytes(b"half")
     assert train(corpus, run, capsys, "--resume")[0] == 0
     assert not stale.exists()
+
+
+# -- issue 22, class 4: failure is never reported as success -----------------------------------------------
+def test_diverging_training_stops_and_keeps_finite_checkpoints(corpus, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    code, err = train(corpus, run, capsys, "--lr", "1e6", "--steps", "30", "--checkpoint-dense-until", "30")
+    line = one_error(err)
+    assert code != 0 and "diverged" in line and "kept" in line, line
+    for f in (run / "checkpoints").glob("step-*/model.safetensors"):
+        assert all(bool(torch.isfinite(t).all()) for t in load_file(f).values()), f
+
+
+def test_nan_weights_are_never_checkpointed(corpus, tmp_path, capsys, monkeypatch):
+    """Weights that turn NaN while the loss was still finite stop training before they are saved."""
+    import torch
+
+    import vlground.train.loop as loop
+
+    real = loop._val_loss
+
+    def poisoned(accelerator, model, *a, **k):
+        val = real(accelerator, model, *a, **k)
+        if getattr(poisoned, "calls", 0) >= 1:  # after the step-0 checkpoint
+            with torch.no_grad():
+                next(accelerator.unwrap_model(model).parameters()).fill_(float("nan"))
+        poisoned.calls = getattr(poisoned, "calls", 0) + 1
+        return val
+
+    monkeypatch.setattr(loop, "_val_loss", poisoned)
+    run = tmp_path / "run"
+    code, err = train(corpus, run, capsys)
+    assert code != 0 and "diverged by step 1" in one_error(err)
+    assert [p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")] == ["step-0"]
+
+
+def test_corpus_without_tokenizer_is_refused_before_training(corpus, tmp_path, capsys):
+    broken = tmp_path / "corpus"
+    shutil.copytree(corpus, broken)
+    (broken / "tokenizer.json").unlink()
+    code, err = train(broken, tmp_path / "run", capsys)
+    assert code == 2 and "tokenizer.json: missing" in one_error(err)
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ naming the folder, which the CLI prints as one line.
 """
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 import zlib
@@ -20,6 +21,8 @@ from typing import Iterable, Iterator
 
 from vlground.errors import InputError
 
+
+log = logging.getLogger(__name__)
 
 ZIP_SEPARATOR = "!"
 #: largest expanded size of one zip member (a CHAT transcript is rarely over a few MB)
@@ -117,11 +120,29 @@ def _read(path: Path) -> ChatSource:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def _plan(paths: Iterable[str | Path]) -> Iterator[tuple[Path, list[str] | None]]:
-    """(file, None) for a transcript on disk, (archive, member names) for a zip archive."""
+def _plan(paths: Iterable[str | Path], warn: bool = True) -> Iterator[tuple[Path, list[str] | None]]:
+    """(file, None) for a transcript on disk, (archive, member names) for a zip archive.
+
+    A file or archive reached twice (given twice, or through a folder and a symbolic link to it)
+    is planned once; with ``warn`` a warning line says how many were counted once."""
     paths = list(paths)
     if not paths:
         raise InputError("no input paths given")
+    seen: dict[Path, Path] = {}
+    repeats: list[tuple[Path, Path]] = []
+    for item in _plan_all(paths):
+        real = item[0].resolve()
+        if real in seen:
+            repeats.append((item[0], seen[real]))
+            continue
+        seen[real] = item[0]
+        yield item
+    if repeats and warn:
+        first, same = repeats[0]
+        log.warning("%d input file(s) given more than once (e.g. %s is %s); each counted once", len(repeats), first, same)
+
+
+def _plan_all(paths: list) -> Iterator[tuple[Path, list[str] | None]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -147,7 +168,7 @@ def _plan(paths: Iterable[str | Path]) -> Iterator[tuple[Path, list[str] | None]
 
 def count_chat_sources(paths: Iterable[str | Path]) -> int:
     """How many transcripts :func:`iter_chat_sources` will yield (lists archives, reads no file)."""
-    return sum(1 if members is None else len(members) for _, members in _plan(paths))
+    return sum(1 if members is None else len(members) for _, members in _plan(paths, warn=False))
 
 
 def iter_chat_sources(paths: Iterable[str | Path]) -> Iterator[ChatSource]:

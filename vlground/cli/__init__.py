@@ -140,8 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(_command_module(args.command).run(args) or 0)
-    except VlgroundError as exc:
-        print(f"vlground: error: {exc}", file=sys.stderr)
+    except VlgroundError as exc:  # several problems (a sweep file's): one line each
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"vlground: error: {line}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"vlground: error: {describe_os_error(exc)}", file=sys.stderr)

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser, argv=()) -> None:
     g.add_argument("--probes", default="behaviour", help=f"comma list of probes: {', '.join(known_probes())} (default: behaviour)")
     g.add_argument("--checkpoints", default="all", help="all, last, first, or step numbers, comma-separated (default: all)")
     g.add_argument("--mechanistic-checkpoints", default="all", help="the checkpoints that also get the probes other than behaviour (same syntax; default: all)")
-    g.add_argument("--overwrite", action="store_true", help="replace an --out that holds another probe's results")
+    g.add_argument("--overwrite", action="store_true", help="replace an --out that holds probe results, whole, once the new results are complete "
+                   "(without it, the same probe resumes and another probe's folder is refused)")
     g.add_argument("--no-report", action="store_true", help="write results only, no report")
     g.add_argument("--log-with", metavar="TRACKERS",
                    help="also log each checkpoint's behaviour metrics to tensorboard, wandb, mlflow or all (files in OUT/tracking/)")

@@ -34,12 +34,28 @@ def spec_path(name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlground.sweep import driver, spec
+    import os
 
+    from vlground.errors import InputError
+    from vlground.sweep import driver, schema, spec
+
+    from vlground.sweep.schema import SweepProblems
+
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise InputError(f"--num-cpus {args.num_cpus}: must be at least 1")
     sweep = spec.load(spec_path(args.spec), args.out)
+    if args.address is None:  # a local instance: the CPUs a task asks for must exist here
+        local = schema.problems(sweep.data, sweep.path, local_cpus=args.num_cpus or os.cpu_count())
+        if local:
+            raise SweepProblems(local)
+    missing = spec.missing_inputs(sweep)
     if args.dry_run:
         driver.describe(sweep, sys.stdout)
+        if missing:
+            raise SweepProblems(missing)
         return 0
+    if missing:  # before any task starts
+        raise SweepProblems(missing)
     outcome = driver.run_sweep(sweep, address=args.address, num_cpus=args.num_cpus)
     driver.summary(outcome, sys.stderr)
     return 0 if outcome.ok else 1

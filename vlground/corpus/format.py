@@ -95,6 +95,10 @@ def check_out(out: str | os.PathLike, inputs, *, overwrite: bool, marker=is_corp
       (``marker(out)``; :func:`is_corpus_folder` for a corpus) with ``overwrite``: ``--overwrite``
       replaces only what vlground wrote.
     """
+    from vlground.folders import check_output
+
+    inputs = list(inputs)
+    check_output(out, "corpus", inputs, overwrite=overwrite, option=option)  # kinds, nesting, inputs
     out_r = Path(out).resolve()
     for raw in inputs:
         if raw is None:
@@ -338,6 +342,20 @@ class Corpus:
         from vlground.datasets.cooc import cooc_chunk_mask
 
         return cooc_chunk_mask(self.cooc, None if all_words else self.counted_pairs)
+
+    def check_complete(self) -> None:
+        """InputError naming the first file a trainer or a probe needs that is missing or
+        unreadable (vocab, pairs, co-occurrence, tokenizer), so ``train`` fails before it starts,
+        not at probing."""
+        _ = self.vocab, self.pairs, self.cooc
+        try:
+            tok = self.tokenizer()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception types
+            raise InputError(f"{self.path / 'tokenizer.json'}: corrupt ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+        if len(tok) != len(self.vocab):
+            raise InputError(f"{self.path / 'tokenizer.json'}: {len(tok)} tokens, but vocab.json has {len(self.vocab)}")
 
     def cumulative_cooc(self, order: np.ndarray, n_seen: int) -> np.ndarray:
         """int64 [n_pairs]: chunks holding each counted pair among the first ``n_seen`` of ``order``

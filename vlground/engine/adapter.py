@@ -66,7 +66,9 @@ class Checkpoint:
 
     @property
     def key(self) -> str:
-        return f"{self.run}@{'final' if self.step is None else self.step}"
+        from vlground.runid import checkpoint_key
+
+        return checkpoint_key(self.run, self.step)
 
 
 @dataclass(frozen=True)

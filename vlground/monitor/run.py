@@ -99,6 +99,10 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
 
     if cfg.task.task not in TASKS:
         raise InputError(f"--task {cfg.task.task!r}: expected one of {', '.join(TASKS)}")
+    from vlground import folders
+
+    heads_input = [] if folders.kind_of(cfg.heads) == "probe" else [cfg.heads]  # a probe folder holds its monitors
+    folders.check_output(cfg.out, "monitor", [*folders.input_paths(adapter.options), *heads_input])
     ckpts = select_checkpoints(adapter.checkpoints(), cfg.checkpoint)
     if len({c.run for c in ckpts}) > 1:
         raise InputError(f"the monitor evaluates one model; got runs {', '.join(sorted({c.run for c in ckpts}))} (give one --run)")
@@ -123,7 +127,8 @@ def run_monitor(adapter: Adapter, cfg: MonitorConfig) -> dict:
     rows = runner.run()
     outcome = runner.outcome()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folders.check_output(out, "monitor")  # again: it may have changed while the model ran
+    folders.claim(out, "monitor")
     _write_csv(out / "words.csv", rows)
     np.save(out / "random_scores.npy", np.array([r.random_scores for r in rows], dtype=np.float32))
     write_json(out / "heads.json", heads.to_json())

@@ -7,7 +7,7 @@ atomically, stamped with the checkpoint's content fingerprint, so a retrained ch
 same path is probed again), ``OUT/cache/reference-*.npz`` (heads identified at each run's
 reference checkpoint) and the results (:mod:`vlground.results`). Re-running with the same
 settings reuses finished checkpoints; an ``OUT`` holding another probe's results is refused
-unless ``overwrite``; a second concurrent writer of one ``OUT`` is refused.
+unless ``overwrite``, which replaces the folder whole once the new results are complete; a second concurrent writer of one ``OUT`` is refused.
 Without ``out`` nothing is written and the results are returned.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from vlground.errors import InputError
 from vlground.probes import get_probe_class
 from vlground.probes.base import Probe, ProbeContext, ProbeResult, RunReference, rows_as_dicts
 from vlground.probes.fingerprint import fingerprint
+from vlground.runid import check_unique_keys, file_stem
 from vlground.results import COLUMNAR, VERSION, Results, array_file_name, write
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _hash(obj) -> str:
 
 
 def _safe(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key)
+    return file_stem(key)
 
 
 def group_of(c: Checkpoint) -> str:
@@ -111,10 +111,20 @@ class _Out:
     Creating it only checks that the folder may be used; nothing is written until :meth:`claim`,
     which the sweep calls once the inputs have proved usable (the first checkpoint's items were
     built), or at once when the folder already holds this probe's results (a resume).
+
+    ``--overwrite`` of another probe's folder never edits it file by file: the new results are
+    written into a temporary sibling (:attr:`work`) that replaces the old folder whole, by rename,
+    once complete (:meth:`commit`); until then the old folder is intact, and a killed run leaves
+    it so.
     """
 
-    def __init__(self, path: Path, manifest: dict, overwrite: bool):
+    def __init__(self, path: Path, manifest: dict, overwrite: bool, inputs=()):
+        from vlground import folders
+
         self.path, self.manifest, self.lock = path, manifest, None
+        self.work = path  #: where files are written: ``path``, or its temporary sibling while overwriting
+        self.notes: list[str] = []  #: damaged cache entries that were recomputed
+        folders.check_output(path, "probe", inputs, overwrite=overwrite)
         if path.exists() and not path.is_dir():
             raise InputError(f"{path}: exists and is not a folder")
         marker = path / MARKER
@@ -127,17 +137,22 @@ class _Out:
             if old.get("hash") != manifest["hash"] and not overwrite:
                 raise InputError(f"{path}: holds results of another probe (adapter {old.get('settings', {}).get('adapter')!r}, "
                                  "other settings); use another --out or --overwrite")
-        elif path.is_dir() and any(path.iterdir()):
+        elif path.is_dir() and any(p.name != folders.MARKER for p in path.iterdir()):
             raise InputError(f"{path}: not empty and holds no vlground probe results; use another --out")
-        self.resuming = old.get("hash") == manifest["hash"]
+        self.resuming = old.get("hash") == manifest["hash"] and not overwrite  # --overwrite starts afresh
         self.stale = marker.is_file() and not self.resuming
 
     def claim(self) -> None:
-        """Create the folder, take its lock (a second writer is refused), clear another probe's
-        cache (``--overwrite``) and stale temporary files, write the marker. Idempotent."""
+        """Create the folder, take its lock (a second writer is refused), start the temporary
+        sibling of an ``--overwrite``, clear stale temporary files, write the markers. Idempotent."""
         if self.lock is not None:
             return
+        import tempfile
+
         from filelock import FileLock, Timeout
+
+        from vlground import folders
+        from vlground.corpus.format import clean_stale_temps
 
         path = self.path
         path.mkdir(parents=True, exist_ok=True)
@@ -147,49 +162,95 @@ class _Out:
         except Timeout:
             raise InputError(f"{path}: another vlground probe is writing here ({path / '.probe.lock'} is held)") from None
         self.lock = lock
+        for old in clean_stale_temps(path):  # an overwrite killed before its swap
+            log.info("removed %s (left by a killed probe)", old)
         if self.stale:
-            for c in (path / "cache").glob("*"):
-                c.unlink()
-        (path / "cache").mkdir(exist_ok=True)
-        for stale in path.glob("**/.*.tmp-*"):
+            self.work = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        folders.claim(self.work, "probe")
+        (self.work / "cache").mkdir(exist_ok=True)
+        for stale in self.work.glob("**/.*.tmp-*"):
             stale.unlink(missing_ok=True)
-        write_json(path / MARKER, self.manifest)
+        write_json(self.work / MARKER, self.manifest)
+
+    def commit(self) -> None:
+        """Put the finished results in place: with ``--overwrite``, the temporary sibling replaces
+        the old folder whole (two renames; the old one is then deleted)."""
+        if self.work == self.path:
+            return
+        import shutil
+
+        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+        os.replace(self.path, old)
+        os.replace(self.work, self.path)
+        self.work = self.path
+        shutil.rmtree(old, ignore_errors=True)
 
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
+        if self.work != self.path:  # not committed: the old folder stays as it was
+            import shutil
+
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work = self.path
 
     def fingerprints(self) -> Path:
-        return self.path / "cache" / "fingerprints.json"
+        return self.work / "cache" / "fingerprints.json"
 
     def cached(self, ckpt: Checkpoint, fp: str) -> dict | None:
         if not self.resuming:
             return None
         self.claim()
-        f = self.path / "cache" / f"{_safe(ckpt.key)}.json"
+        f = self.work / "cache" / f"{_safe(ckpt.key)}.json"
         if not f.is_file():
             return None
         try:
             data = json.loads(f.read_text())
-        except (json.JSONDecodeError, OSError):
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
             return None
-        return data if data.get("checkpoint", {}).get("fingerprint") == fp else None
+        if not isinstance(data, dict) or not isinstance(data.get("checkpoint"), dict):
+            return None
+        if data["checkpoint"].get("fingerprint") != fp:
+            return None
+        arrays = f.with_suffix(".npz")
+        if arrays.is_file():
+            try:
+                _read_npz(arrays)
+            except DamagedCache as exc:  # recomputed, with a note
+                self.notes.append(f"{exc}; checkpoint {ckpt.key} probed again")
+                log.warning(self.notes[-1])
+                return None
+        return data
 
     def save(self, ckpt: Checkpoint, data: dict, arrays: dict[str, np.ndarray]) -> None:
-        base = self.path / "cache" / _safe(ckpt.key)
+        base = self.work / "cache" / _safe(ckpt.key)
         if arrays:
             _save_npz(base.with_suffix(".npz"), arrays)
         write_json(base.with_suffix(".json"), data)
 
     def arrays(self, ckpt: Checkpoint) -> dict[str, np.ndarray]:
-        f = self.path / "cache" / f"{_safe(ckpt.key)}.npz"
+        f = self.work / "cache" / f"{_safe(ckpt.key)}.npz"
         if not f.is_file():
             return {}
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        return _read_npz(f)
 
     def reference_file(self, name: str, ckpt: Checkpoint) -> Path:
-        return self.path / "cache" / f"reference-{name}-{_safe(ckpt.key)}.npz"
+        return self.work / "cache" / f"reference-{name}-{_safe(ckpt.key)}.npz"
+
+
+class DamagedCache(Exception):
+    """A cache file that cannot be read back (truncated, not a zip archive)."""
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of ``path``; :class:`DamagedCache` when it cannot be read back whole."""
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DamagedCache(f"{path}: damaged ({type(exc).__name__})") from None
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -210,9 +271,10 @@ def _load_reference(path: Path, fp: str) -> RunReference | None:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {k[2:]: z[k] for k in z.files if k.startswith("a.")}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError, __import__("zipfile").BadZipFile):
+        log.warning("%s: damaged reference cache; computed again", path)
         return None
-    if meta.get("fingerprint") != fp:
+    if not isinstance(meta, dict) or meta.get("fingerprint") != fp:
         return None
     return RunReference(meta["checkpoint_key"], meta["item_ids"], arrays, meta.get("meta", {}))
 
@@ -232,8 +294,10 @@ def run_probes(
     (and writes them into ``out`` when given). Raises :class:`InputError` on bad options and when
     no checkpoint could be probed."""
     instances = build_probes(list(probes), options)
-    ckpts = select_checkpoints(adapter.checkpoints(), checkpoints)
-    all_ckpts = by_run(adapter.checkpoints())
+    listed = adapter.checkpoints()
+    check_unique_keys(listed)  # two runs under one key would overwrite each other's results
+    ckpts = select_checkpoints(listed, checkpoints)
+    all_ckpts = by_run(listed)
     mech_keys = None if mechanistic_checkpoints == "all" else {c.key for c in select_checkpoints(ckpts, mechanistic_checkpoints)}
     settings = {
         **adapter.settings(),
@@ -246,7 +310,9 @@ def run_probes(
     refs_needed = _references(instances)
     ref_ckpts = {(name, run): _reference_checkpoint(all_ckpts[run], at, name) for name, (_, at) in refs_needed.items()
                  for run in {c.run for c in ckpts}}
-    store = _Out(Path(out), manifest, overwrite) if out is not None else None
+    from vlground.folders import input_paths
+
+    store = _Out(Path(out), manifest, overwrite, input_paths(adapter.options)) if out is not None else None
     try:
         return _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpts, store, progress)
     finally:
@@ -331,17 +397,18 @@ def _sweep(adapter, instances, ckpts, mech_keys, settings, refs_needed, ref_ckpt
         del loaded, ctx
     if not done:
         raise InputError("no checkpoint could be probed: " + "; ".join(notes or ["nothing selected"]))
-    res = collect([c for c in ckpts if c.key in done], done, settings, notes + adapter.skipped())
+    res = collect([c for c in ckpts if c.key in done], done, settings, notes + adapter.skipped() + (store.notes if store else []))
     if store:
         store.claim()
-        res.path = store.path
-        arrays_dir = store.path / "arrays"
+        arrays_dir = store.work / "arrays"
         arrays_dir.mkdir(exist_ok=True)
         for c in ckpts:
             arr = arrays_of.get(c.key) or store.arrays(c)
             if arr:
                 _save_npz(arrays_dir / array_file_name(c.key), arr)
-        write(res, store.path)
+        write(res, store.work)
+        store.commit()
+        res.path = store.path
     return res
 
 

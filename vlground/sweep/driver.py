@@ -71,22 +71,69 @@ def _resources(sweep: Sweep, kind: str, cluster: dict) -> dict:
     return res
 
 
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """One-line InputError, within ``timeout_s``, when nothing answers at a ``host:port`` or
+    ``ray://host:port`` address (Ray itself retries for minutes). ``auto`` and other forms are
+    left to Ray, which fails fast when it finds no cluster."""
+    import re
+    import socket
+
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if not m:
+        raise InputError(f"--address {address}: want auto, host:port or ray://host:port")
+    host, port = m.group(1), int(m.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__ if not isinstance(exc, socket.timeout) else f"no answer in {timeout_s:g} s"
+        raise InputError(f"--address {address}: no Ray cluster answers there ({why}); start one with "
+                         "`ray start --head`, or leave out --address for a local instance") from None
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start a quiet local instance; True if this call started it."""
+    """Connect to ``address`` or start a quiet local instance; True if this call started it.
+    A cluster that does not answer, or a local instance that cannot start, is an InputError."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     if ray.is_initialized():
         return False
+    check_address(address)
     # Ray's own start-up notices (e.g. "token authentication is enabled") say nothing a user of a
     # local instance must act on: shown with -v, otherwise only Ray's errors reach the terminal
     level = logging.WARNING if logging.getLogger("vlground").isEnabledFor(logging.INFO) else logging.ERROR
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=level, configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, its own errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = f"connect to Ray at {address}" if address else "start Ray"
+        raise InputError(f"cannot {where} ({type(exc).__name__}: {first})") from None
+    _sigterm_as_interrupt()  # Ray sets its own handler on init; ours cancels the tasks cleanly
     return True
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread (the same clean exit as Ctrl-C);
+    returns the previous handler (None off the main thread, where nothing is changed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class _Progress:
@@ -121,18 +168,37 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, num_cpus: int | None 
     """Run what is left of ``sweep`` on Ray; returns the :class:`Outcome` (failures included)."""
     from filelock import FileLock, Timeout
 
+    import signal
+
+    from vlground import folders
+
     stream = stream or sys.stderr
     out = sweep.out
+    folders.check_output(out, "sweep")  # not a corpus, run, probe ... folder, nor inside one
+    check_address(address)  # before anything is written
+    folders.claim(out, "sweep")
     (out / T.STATE).mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / T.STATE / "sweep.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise InputError(f"{out}: another sweep is running over this folder ({lock.lock_file} is held)") from None
+    previous = _sigterm_as_interrupt()
     try:
         return _run_locked(sweep, address, num_cpus, stream, poll_s)
     finally:
+        _clear_running(out)  # every task of this sweep has finished or was cancelled
         lock.release()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _clear_running(out: Path) -> None:
+    """Remove the ``running`` markers of tasks (we hold the sweep's lock: none of ours runs now)."""
+    folder = out / T.STATE / "running"
+    if folder.is_dir():
+        for f in folder.iterdir():
+            f.unlink(missing_ok=True)
 
 
 def _run_locked(sweep: Sweep, address, num_cpus, stream, poll_s) -> Outcome:

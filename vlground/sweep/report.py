@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from vlground.errors import InputError
+from vlground.runid import checkpoint_key
 from vlground.sweep.spec import Task
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def combine(parts: list, out: Path | None = None):
     settings: dict[str, dict] = {}
     for rid, res in parts:
         group = group_of(rid)
-        keys = {c["key"]: f"{rid}@{'final' if c.get('step') is None else c['step']}" for c in res.checkpoints}
+        keys = {c["key"]: checkpoint_key(rid, c.get("step")) for c in res.checkpoints}
 
         def fix(row: dict) -> dict:
             if "key" not in row and "run" not in row:

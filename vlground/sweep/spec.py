@@ -45,8 +45,7 @@ KINDS = ("build-corpus", "train", "probe")
 SOURCES = ("chat", "visdial", "generated", "path")
 #: resources of a task kind when the sweep file says nothing
 DEFAULT_RESOURCES = {kind: {"num_cpus": 1, "num_gpus": 0} for kind in KINDS}
-_TOP = {"out", "size", "corpora", "grid", "train", "probe", "resources", "retries", "report_every_s"}
-_BLOCK = {"archs", "seeds", "corpus", "drop_cooc", "drop_in", "vision_init", "size", "train", "model", "label"}
+from vlground.sweep.schema import BLOCK as _BLOCK, TOP as _TOP  # noqa: E402 - the keys live with the schema
 
 
 @dataclass(frozen=True)
@@ -90,21 +89,23 @@ class Sweep:
 
 
 def load(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Read a sweep file and expand it; InputError (``<file>: <what>``) on anything wrong."""
-    import yaml
+    """Read a sweep file and expand it; InputError (``<file>: <what>``) on anything wrong, or
+    :class:`~vlground.sweep.schema.SweepProblems` with one line per problem of the whole file
+    (duplicate keys included)."""
+    from vlground.sweep import schema
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such sweep file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(data, path, out)
+    return from_dict(schema.read(path), path, out)
 
 
 def from_dict(data: Any, path: str | Path = "<sweep>", out: str | Path | None = None) -> Sweep:
+    """Check ``data`` whole against the schema (:mod:`vlground.sweep.schema`), then expand it."""
+    from vlground.sweep import schema
+
     path = Path(path)
+    lines = schema.problems(data, path)
+    if lines:
+        raise schema.SweepProblems(lines)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a sweep file is a mapping with corpora, grid, train, probe")
     unknown = sorted(set(data) - _TOP)
@@ -250,7 +251,35 @@ def expand(data: dict, out: Path, where: str | Path = "<sweep>") -> list[Task]:
                         if rid in runs and runs[rid][0] != train:
                             raise InputError(f"{at}: run {rid} is made twice with different settings; give a block a label: (e.g. '{{arch}}-long')")
                         runs[rid] = (train, pr)
-    return [*corpus_tasks.values(), *(t for pair in runs.values() for t in pair)]
+    trains = _after_builds([t for pair in runs.values() for t in pair], corpus_tasks)
+    return [*corpus_tasks.values(), *trains]
+
+
+def _after_builds(tasks: list[Task], corpus_tasks: dict[str, Task]) -> list[Task]:
+    """A run whose corpus (``source: path``) is a folder another corpus of the sweep builds waits
+    for that build."""
+    import dataclasses
+
+    built = {Path(t.output).resolve(): t.id for t in corpus_tasks.values()}
+    out = []
+    for t in tasks:
+        if t.kind == "train" and t.args:
+            argv = list(t.args[0])
+            corpus = Path(argv[argv.index("--corpus") + 1]).resolve() if "--corpus" in argv else None
+            dep = built.get(corpus) if corpus is not None else None
+            if dep is not None and dep not in t.deps:
+                t = dataclasses.replace(t, deps=(*t.deps, dep))
+        out.append(t)
+    return out
+
+
+def missing_inputs(sweep: "Sweep") -> list[str]:
+    """One line per input of ``sweep`` that is not on disk (an existing corpus that a task of the
+    sweep builds is not missing)."""
+    from vlground.sweep import schema
+
+    produced = {Path(t.output).resolve() for t in sweep.tasks if t.kind == "build-corpus"}
+    return schema.missing_inputs(sweep.data, sweep.path, produced)
 
 
 def probe_argv(probe: dict, run_dir: str, probe_dir: str) -> list[str]:

@@ -26,7 +26,7 @@ import torch
 
 import vlground
 from vlground.corpus.format import Corpus, write_json
-from vlground.errors import InputError
+from vlground.errors import InputError, VlgroundError
 from vlground.train import checkpoint as ckpt
 from vlground.train import tracking
 from vlground.train.config import Hyper, TrainConfig, resolve
@@ -86,6 +86,7 @@ def _train_one(cfg: TrainConfig) -> None:
     arch, size, model_cfg, h, config_file = resolve(cfg)
     # 2. corpus, split, order
     corpus = Corpus.load(cfg.corpus)
+    corpus.check_complete()  # every file train and probe need, before any work
     chunks = corpus.chunks
     vocab_size = len(corpus.vocab)
     if chunks.size and int(np.max(chunks)) >= vocab_size:
@@ -127,6 +128,9 @@ def _train_one(cfg: TrainConfig) -> None:
     optimizer = make_optimizer(model, h)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(h))
     # 4. run folder, under its lock
+    from vlground import folders
+
+    folders.check_output(run, "run", [cfg.corpus])  # not another command's folder, not inside one, not an input
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder; choose another --out")
     if run.is_dir() and not (run / "run.json").is_file() and any(not p.name.startswith(".") for p in run.iterdir()):
@@ -149,6 +153,10 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
     B, arch = h.batch_size, spec["arch"]
     resume_from = _prepare_run_dir(run, spec, cfg.resume)
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
+    if main:
+        from vlground import folders
+
+        folders.claim(run, "run")
     if resume_from == "done":
         log.info("%s: already complete (step %d)", run, h.steps)
         return
@@ -177,6 +185,7 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         state = {"step": step, "data_position": step * B, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": _rng_state()}
         val = _val_loss(accelerator, model, chunks, val_chunks, B, corpus.pad_id, images)
+        _check_finite(run, step, accelerator.unwrap_model(model), val)  # never a checkpoint of a diverged model
         if main:
             ckpt.save_checkpoint(run, step, accelerator.unwrap_model(model), corpus.path, state,
                                  {**info, "chunks_seen": step * B, "tokens_seen": step * B * corpus.chunk_len,
@@ -201,6 +210,9 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
         lo = (step - 1) * B + rank * per
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in make_batch(chunks, order[lo : lo + per], corpus.pad_id, images).items()}
         loss = model(**embed_inputs(embedder, batch)).loss
+        if not bool(torch.isfinite(loss.detach())):
+            raise Diverged(f"{run}: training diverged at step {step} (loss {float(loss):g}); "
+                           f"{_kept(run)}; lower --lr (now {h.lr:g}) or raise --warmup-steps and train into a new --out")
         accelerator.backward(loss)
         # the norm is measured every step (logged as grad_norm); an infinite bound clips nothing
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip if h.grad_clip > 0 else math.inf)
@@ -236,6 +248,25 @@ def _train_locked(cfg, run, spec, h, corpus, chunks, images, accelerator, model,
     bar.close()
     if trackers:
         accelerator.end_training()
+
+
+class Diverged(VlgroundError):
+    """The loss or the weights became NaN or infinite: training stops, no checkpoint of it is written."""
+
+
+def _kept(run: Path) -> str:
+    done = ckpt.list_checkpoints(run)
+    return f"the checkpoints up to step {done[-1][0]} are kept" if done else "no checkpoint was written"
+
+
+@torch.no_grad()
+def _check_finite(run: Path, step: int, model: torch.nn.Module, val_loss: float) -> None:
+    """:class:`Diverged` when a weight or the validation loss is NaN or infinite."""
+    bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None or not math.isfinite(val_loss):
+        what = f"weight {bad} is not finite" if bad is not None else f"validation loss {val_loss}"
+        raise Diverged(f"{run}: training diverged by step {step} ({what}); {_kept(run)}; lower --lr or raise "
+                       "--warmup-steps and train into a new --out")
 
 
 @torch.no_grad()
