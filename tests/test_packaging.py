@@ -58,3 +58,33 @@ def test_wheel_maps_folders_into_the_namespace(tmp_path):
     text = zipfile.ZipFile(wheel).read(ep).decode()
     assert "[vlground.adapters]" in text and "vlground.adapters.childes:ChildesAdapter" in text
     assert "vlground = vlground.cli:main" in text
+
+
+def test_installed_metadata_is_light_and_composable():
+    """torch is a lower bound (the exact pin lives in constraints.txt only) and test tools are an extra,
+    so vlground can share an environment with another torch and does not install pytest."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in requires("vlground")]
+    core = [r for r in reqs if r.marker is None]
+    torch = [r for r in core if r.name == "torch"]
+    assert torch, "torch is a dependency"
+    assert not any(s.operator in ("==", "===", "~=") for r in torch for s in r.specifier), f"exact torch pin: {torch}"
+    assert not any(r.name in ("pytest", "tensorboard", "diffusers") for r in core), [str(r) for r in core]
+    test_extra = {r.name for r in reqs if r.marker is not None and r.marker.evaluate({"extra": "test"})}
+    assert "pytest" in test_extra
+    assert "torch==" in (ROOT / "constraints.txt").read_text()
+
+
+def test_train_help_does_not_import_torch():
+    """``vlground train --help`` answers without loading torch (the measured ratio to ``import numpy``
+    is in the README; here the cause, which does not depend on the machine's load)."""
+    code = ("import sys, contextlib, io\nfrom vlground.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['train', '--help'])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'ray', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -82,7 +82,7 @@ def test_report_sections_in_pipeline_order_and_html_checks(tmp_path):
     assert top[-2:] == ["notes", "provenance-and-settings"] and set(order) <= set(top)
     text = path.read_text()
     assert text.index("Key findings") < text.index("Contents") < text.index('id="training-curves"')
-    assert "vlground probe --planted" in text and "transformers" in text and "class=scroll" in text
+    assert "vlground probe --planted" in text and "transformers" in text and "class=tbl" in text and "<details class=raw>" in text
     assert "no meaningful effect" in text and ">grounded<" in text
     for f in ("verdicts.csv", "checkpoints.csv", "words.csv", "seeds.csv", "flow.csv", "plots/lstm-info-gain.png"):
         assert (tmp_path / f).is_file(), f

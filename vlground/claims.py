@@ -133,7 +133,9 @@ def _series(summary: list[dict], group: str, field: str) -> list[tuple[int, floa
 
 
 def _p(p) -> str:
-    return "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}"
+    from vlground.numbers import pval  # one number format everywhere
+
+    return pval(p)
 
 
 def _effect(vals: list[float], ps: list, s: ClaimSettings) -> tuple[bool, float, float]:
@@ -527,20 +529,26 @@ def claims_table(results: Results, settings: ClaimSettings | None = None, *,
 
 
 def render_claims_html(rows: list[ClaimRow], heading: bool = True) -> str:
-    """The claims table as HTML: an ``<h2>`` and a ``<table>`` (only the table with ``heading=False``)."""
+    """The claims table as HTML: an ``<h2>`` and a ``<table>`` (only the table with ``heading=False``).
+
+    Columns in reading order (claim, verdict, this run's numbers, the criterion, the paper's words),
+    widths fixed so the table wraps inside the page instead of running past its right edge."""
     colour = {REPRODUCED: "#d9f2d9", NOT_REPRODUCED: "#f8d7d7", NOT_TESTABLE: "#eeeeee"}
     body = "".join(
-        f"<tr style=\"background:{colour.get(r.verdict, '#fff')}\"><td>{html.escape(r.claim)}</td><td>{html.escape(r.group)}</td>"
-        f"<td>{html.escape(r.paper)}</td><td>{html.escape(r.this_run)}</td><td><b>{html.escape(r.verdict)}</b></td>"
-        f"<td>{html.escape(r.why)}</td></tr>"
+        f"<tr style=\"background:{colour.get(r.verdict, '#fff')}\"><td>{html.escape(r.claim)}"
+        f"{'<br><small>' + html.escape(r.group) + '</small>' if r.group else ''}</td><td><b>{html.escape(r.verdict)}</b></td>"
+        f"<td>{html.escape(r.this_run)}</td><td class=crit>{html.escape(r.why)}</td><td class=quote>{html.escape(r.paper)}</td></tr>"
         for r in rows
     )
     return (("<h2>The paper's claims on this run</h2>" if heading else "") +
-            "<table class=claims><tr><th>claim</th><th>group</th><th>paper</th><th>this run</th><th>verdict</th><th>test / why</th></tr>"
-            f"{body}</table>")
+            "<table class=\"claims wrap\"><colgroup><col style=\"width:14%\"><col style=\"width:9%\"><col style=\"width:29%\">"
+            "<col style=\"width:24%\"><col style=\"width:24%\"></colgroup>"
+            "<thead><tr><th>claim (group)</th><th>verdict</th><th>this run</th><th>criterion (what the verdict tests)</th>"
+            f"<th>paper (blog post)</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def render_claims_text(rows: list[ClaimRow]) -> str:
-    """The claims table as plain text lines (for the terminal)."""
+    """The claims table as plain text lines (for the terminal): the verdict and this run's numbers,
+    then the criterion on its own labelled line (never read as a result)."""
     return "\n".join(f"  [{r.verdict}] {r.claim}{' (' + r.group + ')' if r.group else ''}: {r.this_run}"
-                     + (f"\n      ({r.why})" if r.verdict != REPRODUCED else "") for r in rows)
+                     + f"\n      criterion: {r.why}" for r in rows)

@@ -12,3 +12,12 @@ class VlgroundError(Exception):
 
 class InputError(VlgroundError):
     """Input data (a file, a folder, an option value) cannot be used."""
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """Raise a one-line :class:`InputError` naming the extra to install when ``module`` is missing,
+    e.g. ``require("diffusers", "vision", "build-mismatch --inpaint")``."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"{what} needs {module}, an optional dependency: pip install \"vlground[{extra}]\"")

@@ -195,9 +195,9 @@ def seed_band(values: Sequence[float], method: str = "minmax", *, confidence: fl
 
 def _nats(x: float) -> str:
     """``+0.812``, or two significant digits below 0.01 (``+0.00055``) so a tiny effect never prints as 0."""
-    if not math.isfinite(x):
-        return "n/a"
-    return f"{x:+.3f}" if abs(x) >= 0.01 or x == 0 else f"{x:+.2g}"
+    from vlground.numbers import signed  # one number format everywhere (vlground.numbers)
+
+    return signed(x)
 
 
 @dataclass(frozen=True)
@@ -216,10 +216,11 @@ class Verdict:
         """One human line: effect, interval, corrected p, label."""
         e = self.estimate
         seeds = f"{self.n_seeds} seeds" if self.n_seeds > 1 else "1 seed"
-        p = "n/a" if not math.isfinite(self.p_corrected) else f"{self.p_corrected:.2g}"
+        from vlground.numbers import p_text
+
         corr = "uncorrected" if self.correction == "none" else f"{self.correction.capitalize()}-corrected"
         return (f"information gain {_nats(e.mean)} nats [95% CI {_nats(e.low)}, {_nats(e.high)}] ({e.method}; {seeds}), "
-                f"{corr} p = {p} -> {self.label}")
+                f"{corr} {p_text(self.p_corrected)} -> {self.label}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

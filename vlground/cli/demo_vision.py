@@ -25,6 +25,9 @@ DEMO_TRAIN = {"batch_size": 16, "lr": 2e-3, "warmup_steps": 30, "checkpoint_ever
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlground.errors import require
+
+    require("diffusers", "vision", "demo --vision")  # before any work, not at step 4
     import torch
 
     from vlground.cli import main as cli

@@ -1,29 +1,43 @@
-"""HTML building blocks of ``report.html``: sections with anchors, a table of contents, tables
-in scroll containers, inlined images, the provenance block, and atomic file writes."""
+"""HTML building blocks of ``report.html``: the style sheet (screen and print), sections with
+anchors, a table of contents, inlined images and atomic file writes. Tables:
+:mod:`vlground.report.tables`; provenance: :mod:`vlground.report.provenance`."""
 from __future__ import annotations
 
 import base64
 import html
-import math
 import os
-import platform
 import re
-import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+from vlground.report.provenance import git_commit, provenance  # noqa: F401  (re-exported)
+from vlground.report.tables import table  # noqa: F401  (re-exported)
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-.scroll{overflow-x:auto;max-height:480px;overflow-y:auto;margin:.5em 0 1.5em;border:1px solid #eee}
-table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3;position:sticky;top:0}.figs{display:flex;flex-wrap:wrap;gap:6px}.figs img{max-width:49%;height:auto}
-.figs img.wide{max-width:100%}pre{background:#f7f7f7;padding:1em;font-size:11px;overflow-x:auto}.note{color:#555;font-size:13px}
+.tbl{margin:.5em 0 1.5em;max-width:100%}
+table{border-collapse:collapse;font-size:12px;max-width:100%}caption{caption-side:top;text-align:left;font-size:11px;color:#555}
+td,th{border:1px solid #ccc;padding:2px 5px;text-align:right;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f3f3;text-align:center;font-weight:600;overflow-wrap:normal;hyphens:manual}td.t{text-align:left}
+table.wrap{width:100%;table-layout:fixed}table.wrap td{text-align:left;overflow-wrap:break-word}
+table.claims td.quote{font-size:11px;color:#444}table.claims td.crit{font-size:11px}
+.legend{font-size:11px;color:#555;margin:.2em 0}
+details.more>summary,details.raw>summary{cursor:pointer;color:#2b6cb0;font-size:12px;margin:.2em 0}
+.figs{display:flex;flex-wrap:wrap;gap:6px}.figs img{max-width:49%;height:auto}.figs img.wide{max-width:100%}
+pre{background:#f7f7f7;padding:1em;font-size:11px;white-space:pre-wrap;overflow-wrap:anywhere}.note{color:#555;font-size:13px}
 .finding{border:2px solid #2b6cb0;background:#f0f6ff;padding:.6em 1.2em;border-radius:6px}
 .finding li{margin:.3em 0}.grounded{color:#1a7f37;font-weight:600}.none{color:#9a6700;font-weight:600}
 nav.toc{background:#fafafa;border:1px solid #eee;padding:.4em 1.2em;font-size:14px}nav.toc ol{margin:.3em 0}
-a.top{font-size:12px;margin-left:.6em}table.prov{margin:.5em 0 1em}table.prov th{text-align:left;position:static}
-table.prov td{text-align:left;white-space:normal;word-break:break-all;font-family:monospace}"""
+a.top{font-size:12px;margin-left:.6em}table.prov{margin:.5em 0 1em;width:100%}table.prov th{text-align:left;width:9em}
+table.prov td{text-align:left;font-family:monospace;overflow-wrap:anywhere}
+@media print{body{max-width:none;margin:0;padding:0;font-size:11pt}a.top,nav.toc a{color:inherit;text-decoration:none}
+a.top{display:none}details>summary{display:none}details::details-content{content-visibility:visible;display:contents}
+thead{display:table-header-group}tr,img,.finding{break-inside:avoid}h2,h3{break-after:avoid}
+.figs img,.figs img.wide{max-width:100%}.figs img:not(.wide){max-width:49%}}"""
+#: opens every <details> for printing in browsers without ::details-content (the page needs no script otherwise)
+PRINT_SCRIPT = ("<script>addEventListener('beforeprint',()=>document.querySelectorAll('details')"
+                ".forEach(d=>{d.dataset.was=d.open;d.open=true}));addEventListener('afterprint',()=>"
+                "document.querySelectorAll('details').forEach(d=>{d.open=d.dataset.was==='true'}))</script>")
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -39,30 +53,6 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
 def slug(text: str) -> str:
     """An HTML id from a title: lower case, letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
-
-
-def fmt(v) -> str:
-    """A table cell: 3 significant digits for small floats, en dash for missing."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def table(rows: list[dict], cols: list[str] | None = None, limit: int = 200) -> str:
-    """An HTML table in a scroll container (wide tables scroll instead of running off the page)."""
-    if not rows:
-        return "<p class=note>No rows.</p>"
-    if cols is None:
-        cols = []
-        for r in rows:
-            cols.extend(k for k in r if k not in cols and not isinstance(r[k], (list, dict)))
-    cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows[:limit])
-    more = f"<p class=note>{len(rows) - limit} more rows in the CSV / Parquet files.</p>" if len(rows) > limit else ""
-    return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>{more}"
 
 
 def img(path: Path, alt: str = "", wide: bool = False) -> str:
@@ -112,46 +102,4 @@ def page(title: str, intro: str, finding: str, sections: list[Section]) -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body><h1 id=top>{html.escape(title)}</h1>"
             f'<div class=finding id="key-findings"><h2 style="border:0;margin-top:.3em">Key findings</h2>{finding}</div>'
-            f"{intro}{toc(sections)}{''.join(s.render() for s in sections)}</body></html>")
-
-
-def _version(pkg: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(pkg)
-    except Exception:  # noqa: BLE001  (not installed / no metadata)
-        return "not installed"
-
-
-def git_commit(where: Path | None = None) -> str | None:
-    """The commit of the vlground source tree, when it is a git checkout (else None)."""
-    where = where or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-
-
-def provenance(command: str | None = None, extra: dict | None = None) -> dict:
-    """Versions, commit, date and command line, for the report's last section."""
-    import vlground
-
-    prov = {
-        "vlground": vlground.__version__,
-        "git commit": git_commit() or "not a git checkout",
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "numpy": _version("numpy"),
-        "statsmodels": _version("statsmodels"),
-        "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command or "(written in-process: vlground.report.write_report)",
-    }
-    prov.update(extra or {})
-    return prov
+            f"{intro}{toc(sections)}{''.join(s.render() for s in sections)}{PRINT_SCRIPT}</body></html>")

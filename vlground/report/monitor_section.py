@@ -72,7 +72,7 @@ def _dist_plot(scores: dict) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    for key, colour in (("grounded", "tab:green"), ("hallucinated", "tab:red")):
+    for key, colour in (("grounded", "#0072B2"), ("hallucinated", "#D55E00")):  # Okabe-Ito: colour-blind safe
         v = scores.get(key) or []
         if v:
             ax.hist(v, bins=20, alpha=0.5, color=colour, label=f"{key} (n={len(v)})", density=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlground import stats
+from vlground import numbers, stats
 from vlground.report import plots
 from vlground.report.html import Section, img, table
 
@@ -64,8 +64,13 @@ def behaviour(res, verdicts: list[dict], plot_dir: Path, min_effect: float) -> S
                 figs.append(plots.surprisal_plot(gdf, g, plot_dir / f"{_safe(g)}-reverse-surprisal.png", reverse=True))
                 figs.append(plots.info_gain_plot(gdf, g, plot_dir / f"{_safe(g)}-reverse-info-gain.png", min_effect, reverse=True))
         vrows = [v for v in verdicts if v["group"] == g]
-        cols = ["step", "n_seeds", "n_pairs", "effect", "ci_low", "ci_high", "p_corrected", "verdict", "detectable", "method"]
-        vt = table([{**v, "step": _at(v["step"]) if v["step"] is None else v["step"]} for v in vrows], cols) if vrows else ""
+        methods = sorted({str(v["method"]) for v in vrows})
+        shown = [{"step": _at(v["step"]) if v["step"] is None else v["step"], "seeds": v["n_seeds"], "pairs": v["n_pairs"],
+                  "information gain (nats)": v["effect"], "95% CI": numbers.ci(v["ci_low"], v["ci_high"]),
+                  f"{v['correction']}-corrected p".replace("none-corrected p", "p (uncorrected)"): v["p_corrected"],
+                  "verdict": v["verdict"], "detectable (nats)": v.get("detectable")} for v in vrows]
+        vt = table(shown, note=html.escape(f"Interval and p: {'; '.join(methods)}. Detectable: the smallest gain this "
+                                           "run's precision would have found (80% power; vlground.power).")) if vrows else ""
         summ = [r for r in _summary(gdf)]
         body = (f"<div class=figs>{''.join(img(f) for f in figs)}</div>" if figs else
                 f"<p class=note>One probed checkpoint ({_at(gdf['step'].iloc[0])}): no trajectory to plot.</p>")
@@ -132,7 +137,7 @@ def flow(res, plot_dir: Path) -> Section | None:
         else:  # one checkpoint: the ratio per layer
             fig, ax = plots.plt.subplots(figsize=(5.5, 3.2))
             per = gdf.groupby("layer")["env_flow"].mean()
-            ax.plot(per.index, per.values, marker="o", ls=":", color="tab:blue")
+            ax.plot(per.index, per.values, marker="o", ls=":", color=plots.OKABE_ITO[0])
             ax.set_xlabel("layer")
             ax.set_xticks([int(x) for x in per.index])
             ax.set_ylabel("S_env / S_rest")
@@ -151,6 +156,8 @@ def lens(res, plot_dir: Path) -> Section | None:
     if df.empty or "surprisal" not in df:
         return None
     figs = []
+    top = float(np.nanmax(df["surprisal"].to_numpy(dtype=float)))
+    vmax = float(np.ceil(top)) if np.isfinite(top) and top > 0 else None  # one fixed scale: 0 to the largest, every group
     for g, gdf in df.groupby("group", sort=True):
         steps = sorted(gdf["step"].fillna(-1).unique())
         layers = sorted(gdf["layer"].unique())
@@ -159,9 +166,11 @@ def lens(res, plot_dir: Path) -> Section | None:
             m[layers.index(layer), steps.index(step)] = v
         figs.append(plots.heatmap(m, ["final" if s == -1 else int(s) for s in steps], [int(x) for x in layers],
                                   plot_dir / f"{_safe(g)}-lens.png", f"{g}\ntuned lens: target surprisal (match)",
-                                  "step", "layer (0 = embeddings)", "nats", cmap="magma_r"))
+                                  "step", "layer (0 = embeddings)", "nats (fixed scale, all groups)", cmap="magma_r",
+                                  vmin=0, vmax=vmax))
     body = ("<p class=note>Target surprisal read through a tuned lens at each layer (0 = embeddings, k = after block k), "
-            f"mean over match items and seeds.</p><div class=figs>{''.join(img(f) for f in figs)}</div>")
+            f"mean over match items and seeds. Every lens plot uses one colour scale, 0 to {vmax or 'the largest value'} nats, "
+            f"so checkpoints and groups compare.</p><div class=figs>{''.join(img(f) for f in figs)}</div>")
     return Section("Tuned lens", body)
 
 
@@ -175,7 +184,8 @@ def heads(res, plot_dir: Path) -> Section | None:
     for r in recs:
         if r["run"] not in last or (r["step"] or 0) >= (last[r["run"]]["step"] or 0):
             last[r["run"]] = r
-    colors = {"gather": ("tab:green", "gather head"), "aggregate": ("tab:purple", "aggregate head"), "both": ("tab:red", "gather and aggregate")}
+    colors = {"gather": (plots.COLORS["gather"], "gather head"), "aggregate": (plots.COLORS["aggregate"], "aggregate head"),
+              "both": (plots.OKABE_ITO[1], "gather and aggregate")}
     for run in sorted(last):
         r = last[run]
         maps = res.arrays(r["key"]).get("heads.maps")
@@ -255,7 +265,7 @@ def vision(res, plot_dir: Path) -> Section | None:
                 marks[(i, j)] = "cyan"
         figs.append(plots.heatmap(m, hs, layers, plot_dir / f"box-heads-{_safe(run)}-{_safe(_at(step))}.png",
                                   f"{run} ({_at(step)})\ninside-box share (outlined: box aggregate heads)",
-                                  "head", "layer", "inside-box share", marks))
+                                  "head", "layer", "inside-box share", marks, vmin=0, vmax=1))
     overlays = _overlays(res, plot_dir)
     agg = sorted((r for r in rows if str(r.get("kind", "")).startswith("aggregate@")),
                  key=lambda r: (r["run"], -1 if r["step"] is None else r["step"], r["layer"], r["head"]))
@@ -303,7 +313,7 @@ def per_checkpoint(res) -> Section | None:
     if not recs:
         return None
     cols = ["run", "group", "seed", "step", "n_items", "match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "item_p_value",
-            "r2_cooc", "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_word_p_value", "seconds"]
+            "r2_cooc", "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_word_p_value"]  # seconds: in checkpoints.csv
     words = res.rows("words")
     last: dict = {}
     for r in recs:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,9 @@ from vlground import stats
 from vlground.claims import ClaimSettings, claims_table, render_claims_html
 from vlground.report import emergence, monitor_section
 from vlground.report import sections as sec
-from vlground.report.html import Section, page, provenance, table, write_atomic
+from vlground.report import provenance as prov_mod
+from vlground.report.html import Section, page, write_atomic
+from vlground.report.tables import table  # noqa: F401  (kept for callers of writer.table)
 from vlground.report.verdicts import final_rows, verdict_table
 from vlground.results import Results, load, seed_summary
 
@@ -110,14 +111,13 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
     notes = res.all_notes()
     if notes:
         sections.append(Section("Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"))
-    prov = provenance(command)
-    prov_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in prov.items())
-    sections.append(Section("Provenance and settings", f"<table class=prov>{prov_rows}</table>"
-                            + f"<pre>{html.escape(json.dumps(res.settings, indent=1, default=str))}</pre>"))
+    sections.append(Section("Provenance and settings", prov_mod.render(prov_mod.provenance(command), res)))
     n_ck = len(res.checkpoints)
+    adapters = prov_mod.adapters_of(res.settings)
     intro = (f"<p class=note>{n_ck} checkpoint(s) of {len({c['run'] for c in res.checkpoints})} run(s); "
-             f"adapter {html.escape(str(res.settings.get('adapter', '?')))}; probes "
-             f"{html.escape(', '.join(res.probes) or 'none')}. Layers are numbered from 1 (layer k = block k). Tables scroll "
-             "sideways; every table is also a CSV next to this file, and the per-item rows are in items.parquet.</p>")
+             f"{'adapter' if len(adapters) == 1 else 'adapters'} {html.escape(', '.join(adapters) or 'not recorded')}; probes "
+             f"{html.escape(', '.join(res.probes) or 'none')}. Layers are numbered from 1 (layer k = block k). Numbers have "
+             "3 significant digits (p-values 2); every table is also a CSV next to this file (all rows and columns), and "
+             "the per-item rows are in items.parquet.</p>")
     text = page("vlground report", intro, _findings(verdicts, min_effect, correction), sections)
     return write_atomic(out / "report.html", text)

@@ -22,9 +22,10 @@ input embeddings) extend it rather than a copy.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+if TYPE_CHECKING:  # torch only when a model is built: `vlground train --help` stays fast
+    from torch import nn
 
 from vlground.errors import InputError
 

@@ -75,6 +75,9 @@ class DiffusersInpainter:
     def load(cls, model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: str = "auto", **settings: Any
              ) -> "DiffusersInpainter":
         """Load ``model`` (hub id or local folder); ``device`` / ``dtype`` ``auto`` pick cuda + float16 when present."""
+        from vlground.errors import require
+
+        require("diffusers", "vision", "inpainting (build-mismatch --inpaint)")
         import torch
         from diffusers import StableDiffusionInpaintPipeline
 
