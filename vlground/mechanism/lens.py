@@ -12,10 +12,13 @@ layer ``l`` (``l = 0``: the embeddings) and the lens's layer ``k`` and the flow'
 the same block.
 
 Token budget: a translator has ``d_model * (d_model + 1)`` parameters, so it is fit on many
-held-out tokens (the probe's ``lens_tokens``, default 250k or the whole held-out split).  Their
-activations are not held in memory: :class:`LazyLensBatches` runs the model on one input batch
-when the fit asks for it, and :func:`fit_lens` passes over every batch at least
-``LensTrainConfig.min_epochs`` times.
+held-out tokens (the probe's ``lens_tokens``, default 250k or the whole held-out split).  The model
+is frozen, so its activations are computed once: :class:`vlground.mechanism.lens_cache.HiddenStateCache`
+runs it over the lens tokens (``sdpa`` attention, no grad) and keeps every layer's hidden state
+(in memory within a budget, else in a mapped file), and :func:`fit_lens` and :func:`lens_kl` read
+that cache.  :func:`fit_lens` passes over every batch at least ``LensTrainConfig.min_epochs``
+times.  (:class:`LazyLensBatches`, which re-runs the model for every step, is the earlier path,
+kept for ``scripts/bench/bench_lens.py``.)
 """
 from __future__ import annotations
 
@@ -92,13 +95,15 @@ class LensTrainConfig:
 class LensBatch:
     """Detached activations of one token batch.
 
-    hidden_states: ``L + 1`` tensors ``[batch, seq, d_model]`` (``output_hidden_states`` convention).
-    logits: ``[batch, seq, vocab]``, the model's own output.
+    hidden_states: ``L + 1`` tensors ``[batch, seq, d_model]`` (``output_hidden_states`` convention),
+    or ``[tokens, d_model]`` (a :class:`~vlground.mechanism.lens_cache.HiddenStateCache` batch).
+    logits: ``[..., vocab]``, the model's own output; None: recomputed from ``hidden_states[-1]``
+    through the unembedding (the model's own output, by the ``output_hidden_states`` convention).
     mask: ``[batch, seq]`` positions that count (default all).
     """
 
     hidden_states: Sequence[torch.Tensor]
-    logits: torch.Tensor
+    logits: torch.Tensor | None = None
     mask: torch.Tensor | None = field(default=None)
 
 
@@ -129,10 +134,11 @@ class TunedLens(nn.Module):
         out = [unembedding(self.transform(h, i)) for i, h in enumerate(hidden_states[:-1])]
         return out + [unembedding.final_logits(hidden_states[-1])]
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``translators.safetensors`` into ``directory`` atomically: both
-        go into a temporary folder beside it renamed into place, so a reader sees the old lens or
-        the new one, never half of one."""
+    def save(self, directory: str | Path, extra: dict[str, dict] | None = None) -> None:
+        """Write ``config.json`` and ``translators.safetensors`` (and each ``extra`` ``{file name:
+        JSON object}``, e.g. how the lens was fit) into ``directory`` atomically: all go into a
+        temporary folder beside it renamed into place, so a reader sees the old lens or the new
+        one, never half of one."""
         import os
         import shutil
         import tempfile
@@ -147,6 +153,8 @@ class TunedLens(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
         try:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+            for name, data in (extra or {}).items():
+                (tmp / name).write_text(json.dumps(data, indent=2))
             save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "translators.safetensors")
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             if directory.exists():
@@ -183,16 +191,24 @@ class TunedLens(nn.Module):
 
 
 def _kl_per_layer(lens: TunedLens, unembedding: Unembedding, batch: LensBatch) -> torch.Tensor:
-    """``[L]`` mean over counted tokens of ``KL(p_model || p_lens_l)``."""
-    target = torch.log_softmax(batch.logits.float(), dim=-1)
-    mask = torch.ones(target.shape[:-1], dtype=torch.bool) if batch.mask is None else batch.mask.bool()
-    mask = mask.to(target.device)
-    kls = []
-    for i, h in enumerate(batch.hidden_states[:-1]):
-        logq = torch.log_softmax(unembedding(lens.transform(h, i)).float(), dim=-1)
-        kl = (target.exp() * (target - logq)).sum(-1)
-        kls.append(kl[mask].mean())
-    return torch.stack(kls)
+    """``[L]`` mean over counted tokens of ``KL(p_model || p_lens_l)``.
+
+    ``KL = sum_v p log p - sum_v p z_l + logsumexp(z_l)`` with ``z_l`` the lens's logits: the
+    model's distribution ``p`` and its entropy are computed once for all layers, and the layers'
+    logits in one unembedding call.
+    """
+    with torch.no_grad():
+        own = batch.logits if batch.logits is not None else unembedding.final_logits(batch.hidden_states[-1])
+        target = torch.log_softmax(own.float(), dim=-1)
+        mask = torch.ones(target.shape[:-1], dtype=torch.bool) if batch.mask is None else batch.mask.bool()
+        mask = mask.to(target.device)
+        target, p = target[mask], target[mask].exp()  # [tokens, vocab]
+        neg_entropy = (p * target).sum(-1)  # [tokens]
+    hidden = torch.stack([lens.transform(h[mask.to(h.device)] if h.dim() > 2 else h, i)
+                          for i, h in enumerate(batch.hidden_states[:-1])])  # [L, tokens, d]
+    z = unembedding(hidden).float()  # [L, tokens, vocab]
+    kl = neg_entropy - (z * p).sum(-1) + torch.logsumexp(z, dim=-1)  # [L, tokens]
+    return kl.mean(-1)
 
 
 def fit_lens(
@@ -200,7 +216,8 @@ def fit_lens(
 ) -> list[float]:
     """Fit the translators in place (Adam on the summed per-layer KL); returns the loss per step.
 
-    ``batches``: any sequence of :class:`LensBatch` (e.g. :class:`LazyLensBatches`); the fit runs
+    ``batches``: any sequence of :class:`LensBatch` (a :class:`~vlground.mechanism.lens_cache.HiddenStateCache`,
+    or :class:`LazyLensBatches`); the fit runs
     ``max(config.steps, config.min_epochs * len(batches))`` steps, batch ``step % len(batches)``.
 
     Only the lens's parameters change: gradients are taken with ``torch.autograd.grad``
@@ -258,13 +275,12 @@ def hf_lens_batches(model: nn.Module, token_batches: Iterable[torch.Tensor]) -> 
 
 
 class LazyLensBatches(Sequence):
-    """:class:`LensBatch` of each model input, computed when asked for (not kept).
+    """:class:`LensBatch` of each model input, computed when asked for (not kept): the earlier
+    path, which re-runs the model at every optimisation step; the probe uses
+    :class:`~vlground.mechanism.lens_cache.HiddenStateCache` (one pass).
 
     model: a model returning ``hidden_states`` and ``logits`` with ``output_hidden_states=True``;
     inputs: model-input dicts (e.g. ``{"input_ids": [batch, seq], "attention_mask": ...}``).
-    Holding 250k tokens' activations for every layer (and their ``[tokens, vocab]`` logits) would
-    not fit in memory for a paper-size model; one forward pass per step costs far less than the
-    fit itself at that width (``scripts/bench/bench_lens.py``).
     """
 
     def __init__(self, model: nn.Module, inputs: Sequence[dict[str, torch.Tensor]], device: torch.device | str | None = None):
