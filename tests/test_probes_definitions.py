@@ -26,12 +26,14 @@ def final_patterns(adapter, rule):
     ckpt = adapter.checkpoints()[-1]
     loaded = adapter.load(ckpt)
     ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
-    sal = torch.cat([p.saliency for p in saliency_parts(ctx, N_ITEMS)])
-    return classify_heads(sal, GatherAggregateThresholds(gather_rule=rule)), adapter.attention_site(loaded)
+    parts = saliency_parts(ctx, N_ITEMS)
+    sal = torch.cat([p.saliency for p in parts])
+    pos = torch.cat([p.batch.predict_positions.cpu() for p in parts])
+    return classify_heads(sal, GatherAggregateThresholds(gather_rule=rule), pos), adapter.attention_site(loaded)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["strip", "strip-minus-dot"])
+@pytest.mark.parametrize("rule", ["strip-off-target", "strip", "strip-minus-dot"])
 def test_probes_follow_the_definitions_on_a_tiny_run(tiny_runs, tmp_path, rule):
     adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["transformer"])], "device": "cpu", "pairing": "diagonal"})
     res = run_probes(adapter, ["saliency", "heads", "ablation", "lens"],
@@ -68,6 +70,8 @@ def test_probes_follow_the_definitions_on_a_tiny_run(tiny_runs, tmp_path, rule):
     # under the paper's rule every aggregate head is a gather head (thresholds equal)
     if rule == "strip":
         assert bool((pat.aggregate <= pat.gather).all())
+    if rule == "strip-off-target":  # the last block's saliency is the loss row only: no gather head there
+        assert not pat.gather[:, -1].any()
     for r in res.records("ablation"):
         assert r["gather_rule"] == rule
 

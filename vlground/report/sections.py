@@ -235,8 +235,9 @@ def ablation(res) -> Section | None:
     cols = ["run", "step", "head_type", "avg_count", "avg_layer", "intervention_surprisal", "control_surprisal",
             "original_surprisal", "p_value", "stars", "n_items", "n_items_total", "n_fallback_pool", "control_pool", "reason"]
     rules = sorted({str(r.get("gather_rule")) for r in res.records("ablation") if r.get("gather_rule")})
-    rule = (f" Gather rule: {html.escape(', '.join(rules))} (strip: a row holds &ge; the threshold of the head's saliency; "
-            "strip-minus-dot: without its largest cell).") if rules else ""
+    rule = (f" Gather rule: {html.escape(', '.join(rules))} (strip-off-target: a row other than the predicted position's "
+            "holds &ge; the threshold of the head's saliency; strip: any row does; strip-minus-dot: a row without its "
+            "largest cell; docs/mechanism.md).") if rules else ""
     body = ("<p class=note>Zeroing the heads of a type against as many random control heads; p: one-sided paired Wilcoxon, "
             f"intervention &gt; control. Layers are 1-based.{rule}</p>" + table(rows, cols))
     return Section("Head ablation", body)
