@@ -320,9 +320,11 @@ def r2_over_words(x, y, *, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
         return R2Result(math.nan, math.nan, math.nan, math.nan, n_w, n_s)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_w, size=(n_boot, n_w))
-    boots = np.nanmean(_r2_rows(x[:, idx], y[:, idx]), axis=0)
     perm = np.argsort(rng.random((n_perm, n_w)), axis=1)
-    null = np.nanmean(_r2_rows(x[:, perm], y[:, None, :]), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw of one repeated word has no R²
+        boots = np.nanmean(_r2_rows(x[:, idx], y[:, idx]), axis=0)
+        null = np.nanmean(_r2_rows(x[:, perm], y[:, None, :]), axis=0)
     tail = (1 - confidence) / 2
     lo, hi = np.nanquantile(boots, [tail, 1 - tail])
     p = (1 + int((null >= obs - 1e-12).sum())) / (n_perm + 1)
