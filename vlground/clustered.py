@@ -217,20 +217,27 @@ def _problems(fit, caught) -> list[str]:
             out.append("singular covariance")
     if not getattr(fit, "converged", False):
         out.append("did not converge")
-    b, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
+    b, se = float(np.asarray(fit.fe_params)[0]), float(np.asarray(fit.bse_fe)[0])
     if not (math.isfinite(b) and math.isfinite(se) and se > 0):
         out.append("non-finite standard error")
     return sorted(set(out))
 
 
 def _fit(df, value: str, terms: tuple, method: str):
-    import statsmodels.formula.api as smf
+    """One REML fit of ``value ~ 1`` with crossed variance components ``terms`` (0/1 design
+    matrices, one all-encompassing group, as statsmodels documents crossed effects)."""
+    import pandas as pd
+    from statsmodels.regression.mixed_linear_model import MixedLM
 
-    vc = {t: f"0 + C({t})" for t in terms}
+    vc = {}
+    for t in terms:
+        codes, _ = pd.factorize(df[t])
+        vc[t] = {1: (codes[:, None] == np.arange(codes.max() + 1)).astype(float)}
+    n = len(df)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = smf.mixedlm(f"{value} ~ 1", df, groups="_all", re_formula="0", vc_formula=vc).fit(reml=True, method=[method])
+            fit = MixedLM(df[value].to_numpy(float), np.ones((n, 1)), groups=np.ones(n), exog_vc=vc).fit(reml=True, method=[method])
         except (np.linalg.LinAlgError, ValueError) as exc:
             return None, [f"failed ({type(exc).__name__})"]
     return fit, _problems(fit, caught)
@@ -259,7 +266,7 @@ def fit_mixed(data, value: str = "gain", word: str = "word", seed: str | None = 
         if fit is not None and not problems:
             comps = dict(zip(fit.model.exog_vc.names, np.atleast_1d(fit.vcomp)))
             comps["residual"] = float(fit.scale)
-            mean, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
+            mean, se = float(np.asarray(fit.fe_params)[0]), float(np.asarray(fit.bse_fe)[0])
             dfree = satterthwaite_df({k: float(v) for k, v in comps.items()}, levels, len(df))
             if failed:
                 notes.append(f"{', '.join(f'{m}: {p}' for m, p in failed)}; refit with {method}")
