@@ -322,7 +322,9 @@ def r2_over_words(x, y, *, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
     x = np.atleast_2d(np.asarray(x, dtype=float))
     y = np.atleast_2d(np.asarray(y, dtype=float))
     n_s, n_w = y.shape
-    obs = float(np.nanmean(_r2_rows(x, y))) if n_w >= 3 else math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no seed with an R² (constant x or y)
+        obs = float(np.nanmean(_r2_rows(x, y))) if n_w >= 3 else math.nan
     if not math.isfinite(obs):
         return R2Result(math.nan, math.nan, math.nan, math.nan, n_w, n_s)
     rng = np.random.default_rng(seed)
