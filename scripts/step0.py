@@ -52,15 +52,36 @@ def main(argv=None) -> int:
                 frames.append(g.assign(arch=arch, direction=direction))
         pd.concat(frames).to_parquet(gains_f)
     gains = pd.read_parquet(gains_f)
+    from scipy.stats import wilcoxon
+
+    from vlground.clustered import cluster_bootstrap
+
+    one_seed = {
+        "word-t": lambda d: stats.word_test(d.gain, d.word).p_value,
+        "bootstrap": lambda d: cluster_bootstrap(d.gain, d.word, n_boot=999).p_value,
+        "item-wilcoxon": lambda d: float(wilcoxon(d.gain, alternative="greater").pvalue),
+    }
     out = {}
     for (arch, direction), g in gains.groupby(["arch", "direction"]):
         per_seed = g.groupby("seed")["gain"].mean()
         row = {"seeds": int(per_seed.size), "words": int(g.word.nunique()), "pairs_per_seed": int(len(g) / per_seed.size),
                "mean_gain": float(g.gain.mean()), "seed_means": [round(float(x), 5) for x in per_seed],
-               "across_seeds_t_p": stats.seed_test(per_seed.to_numpy())}
-        for name, fn in stats.ONE_SEED_TESTS.items():
-            ps = [fn(sdf, "gain", "word") for _, sdf in g.groupby("seed")]
-            row[f"share_p<0.05[{name}]"] = sum(p < 0.05 for p in ps) / len(ps)
+               "t_test_over_seed_means_p": stats.seed_test(per_seed.to_numpy())}
+        for name, fn in one_seed.items():
+            ps = [fn(sdf) for _, sdf in g.groupby("seed")]
+            row[f"share of seeds with p < 0.05 [{name}]"] = sum(p < 0.05 for p in ps) / len(ps)
+        for k in (2, 3):  # groups of k seeds, as a verdict pools them: the checked mixed model
+            seeds = sorted(g.seed.unique())
+            ps = []
+            for i in range(0, len(seeds) - k + 1, k):
+                est, _ = stats.step_estimate(g[g.seed.isin(seeds[i:i + k])])
+                ps.append(est.p_value)
+            row[f"share of {k}-seed groups with p < 0.05 [mixed]"] = f"{sum(p < 0.05 for p in ps)}/{len(ps)}"
+        # variance components of the null: word (shared by seeds), word x seed, item
+        cells = g.groupby(["word", "seed"]).gain.mean()
+        row["sd_item"] = float((g.gain - g.set_index(["word", "seed"]).index.map(cells)).std())
+        row["sd_word_x_seed_mean"] = float(cells.std())
+        row["sd_word_mean_over_seeds"] = float(cells.groupby("word").mean().std())
         out[f"{arch}/{direction}"] = row
     print(json.dumps(out, indent=1))
     (a.out / "step0-summary.json").write_text(json.dumps(out, indent=1))

@@ -23,10 +23,26 @@ def _ck(group, seed, step):
     return {"key": f"{run}@{step}", "run": run, "group": group, "seed": seed, "step": step}
 
 
-def make_results(groups: dict, flow=None, ablation=None, boxablation=None) -> Results:
+def _word_rows(c: dict, r2: float, ig: float, n_words: int, scale: float = 0.2) -> list[dict]:
+    """Per-word rows whose R² of gain on co-occurrence is exactly ``r2`` and whose mean gain is ``ig``."""
+    import numpy as np
+
+    rng = np.random.default_rng(n_words)
+    cooc = np.arange(1, n_words + 1, dtype=float) * 10
+    z = (cooc - cooc.mean()) / cooc.std()
+    e = rng.standard_normal(n_words)
+    e -= e.mean() + (e @ z) / (z @ z) * z
+    e /= e.std()
+    gain = ig + scale * (np.sqrt(r2) * z + np.sqrt(1 - r2) * e)
+    return [{**c, "word": f"w{i}", "info_gain": float(g), "cooc": int(x)} for i, (g, x) in enumerate(zip(gain, cooc))]
+
+
+def make_results(groups: dict, flow=None, ablation=None, boxablation=None, n_words: int = 30) -> Results:
     """``groups``: group -> {"r2": [...], "ig": [...], "p": float, "rev": float, "rev_p": float}
-    (one value per step of STEPS, the same for seeds 0 and 1)."""
-    cks, recs = [], []
+    (one value per step of STEPS, the same for seeds 0 and 1). ``p`` and ``rev_p`` are the records'
+    clustered p-values (t-test over word means); the words table holds ``n_words`` words per
+    checkpoint with exactly the planted R² and mean gain."""
+    cks, recs, words = [], [], []
     for g, spec in groups.items():
         for seed in (0, 1):
             for i, step in enumerate(STEPS):
@@ -34,9 +50,10 @@ def make_results(groups: dict, flow=None, ablation=None, boxablation=None) -> Re
                 cks.append(c)
                 ig = spec["ig"][i]
                 recs.append({**c, "match_surprisal": 3.0, "mismatch_surprisal": 3.0 + ig, "info_gain": ig,
-                             "p_value": spec.get("p", 1e-6), "r2_cooc": spec["r2"][i],
-                             "reverse_info_gain": spec.get("rev"), "reverse_p_value": spec.get("rev_p")})
-    probes = {"behaviour": {"records": recs, "tables": {}, "notes": []}}
+                             "word_p_value": spec.get("p", 1e-6), "r2_cooc": spec["r2"][i],
+                             "reverse_info_gain": spec.get("rev"), "reverse_word_p_value": spec.get("rev_p")})
+                words.extend(_word_rows(c, spec["r2"][i], ig, n_words))
+    probes = {"behaviour": {"records": recs, "tables": {"words": words}, "notes": []}}
     if flow is not None:
         probes["saliency"] = {"records": [], "tables": {"flow": flow}, "notes": []}
     if ablation is not None:
@@ -96,10 +113,46 @@ def test_r2_rise_fall_vs_flat():
 
 
 def test_r2_lstm_contrast():
-    res = make_results({LSTM: {"r2": [0.1, 0.2, 0.3, 0.4, 0.5], "ig": [0, 0.01, 0.02, 0.03, 0.04]}})
+    res = make_results({LSTM: {"r2": [0.1, 0.2, 0.3, 0.4, 0.5], "ig": [0, 0.3, 0.35, 0.38, 0.4]}})
     assert by_claim(claims_table(res), "LSTM")[LSTM].verdict == REPRODUCED
     res = make_results({LSTM: {"r2": RISE_FALL, "ig": RISING_IG}})  # behaves like the Transformer
     assert by_claim(claims_table(res), "LSTM")[LSTM].verdict == NOT_REPRODUCED
+
+
+def test_r2_is_not_read_on_noise():
+    """An LSTM whose gains are ~1e-5 nats: R² rises as the paper's, but of per-word noise -> not testable."""
+    res = make_results({LSTM: {"r2": [0.1, 0.2, 0.3, 0.4, 0.5], "ig": [0, 1e-5, 1e-5, 2e-5, 1e-5]}})
+    r = by_claim(claims_table(res), "LSTM")[LSTM]
+    assert r.verdict == NOT_TESTABLE and "noise" in r.why
+    # a rise-then-fall of R² over 4 words is not significant (the permutation p cannot go below 1/24)
+    res = make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}, n_words=4)
+    r = by_claim(claims_table(res), "R²")[TF]
+    assert r.verdict == NOT_REPRODUCED and "permutation p" in r.this_run
+    # the reported R² carries a bootstrap interval over words and a permutation p
+    r = by_claim(claims_table(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}})), "R²")[TF]
+    assert r.verdict == REPRODUCED and "peak R² 0.80 [95% CI" in r.this_run and "permutation p 0.0005" in r.this_run
+
+
+def test_sweep_and_demo_group_names_have_an_architecture():
+    assert arch_of("transformer/childes") == "transformer"
+    assert arch_of("lstm/childes-drop50") == "lstm"
+    assert arch_of("mamba2-tiny @ c") == "mamba2"
+    res = make_results({"transformer/childes": {"r2": RISE_FALL, "ig": RISING_IG}})
+    assert by_claim(claims_table(res), "R²")["transformer/childes"].verdict == REPRODUCED
+
+
+def test_claims_never_pool_steps():
+    """Seed 1 ends at step 300, seed 0 at 400: every claim is read at step 300, the last common step."""
+    res = make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}})
+    drop = {c["key"] for c in res.checkpoints if c["seed"] == 1 and c["step"] == 400}
+    res.checkpoints = [c for c in res.checkpoints if c["key"] not in drop]
+    beh = res.probes["behaviour"]
+    beh["records"] = [r for r in beh["records"] if r["key"] not in drop]
+    beh["tables"]["words"] = [r for r in beh["tables"]["words"] if r["key"] not in drop]
+    r = by_claim(claims_table(res), "match < mismatch")[TF]
+    assert r.this_run.startswith("step 300") and "+0.800" in r.this_run
+    r = by_claim(claims_table(res), "R²")[TF]
+    assert "(step 300)" in r.this_run and "(step 400)" not in r.this_run
 
 
 def test_reverse_weaker():
@@ -248,7 +301,7 @@ def _with_items(res: Results, gain: float, spread: float = 0.05) -> Results:
 def test_match_mismatch_uses_the_stats_verdict_on_items():
     res = _with_items(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}), gain=0.5)
     r = by_claim(claims_table(res), "match < mismatch")[TF]
-    assert r.verdict == REPRODUCED and "pooled: information gain +0.5" in r.this_run and "vlground.stats" in r.why
+    assert r.verdict == REPRODUCED and "information gain +0.5" in r.this_run and "key finding" in r.why
     # the records say 1.2 nats, but the items (the data the statistics rest on) say 0.02: not reproduced
     res = _with_items(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}), gain=0.02, spread=0.01)
     assert by_claim(claims_table(res), "match < mismatch")[TF].verdict == NOT_REPRODUCED

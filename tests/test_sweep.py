@@ -300,3 +300,30 @@ def test_report_links_arrays_again_without_error(tmp_path):
         _link(src, dst)
     assert dst.read_bytes() == b"x" and os.path.samefile(src, dst)
     assert [p.name for p in dst.parent.iterdir()] == ["a.npz"]
+
+
+@pytest.mark.slow
+def test_claims_on_the_combined_sweep_report_read_the_key_findings(full_sweep):
+    """On the real combined report of a tiny sweep (groups ``transformer/c``, ...): the R² claims are
+    evaluated (an architecture is found in the sweep's group names), and each group's
+    match < mismatch row quotes the key findings' verdict line for the same step."""
+    from vlground.claims import NOT_TESTABLE, claims_table
+    from vlground.report.verdicts import final_rows, verdict_table
+    from vlground.results import load
+
+    out, outcome, _ = full_sweep
+    res = load(out / "report")
+    rows = claims_table(res)
+    r2 = {r.group: r for r in rows if "R²" in r.claim and r.group}
+    assert set(r2) == {"transformer/c", "transformer/c-drop50", "lstm/c", "lstm/c-drop50"}
+    for r in r2.values():  # evaluated: a verdict, or not testable because the gain is noise
+        assert r.verdict != NOT_TESTABLE or "noise" in r.why, r
+        assert "permutation p" in r.this_run and "[95% CI" in r.this_run
+    findings = {v["group"]: v for v in final_rows(verdict_table(res))}
+    match = {r.group: r for r in rows if r.claim == "match < mismatch"}
+    assert set(match) == set(findings)
+    for g, v in findings.items():
+        assert v["line"] in match[g].this_run and match[g].this_run.startswith(f"step {v['step']} ")
+    html = outcome.report.read_text()
+    for v in findings.values():
+        assert html.count(f"p = {v['p_corrected']:.2g}") >= 2  # key findings and the claims table

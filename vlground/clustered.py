@@ -217,20 +217,27 @@ def _problems(fit, caught) -> list[str]:
             out.append("singular covariance")
     if not getattr(fit, "converged", False):
         out.append("did not converge")
-    b, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
+    b, se = float(np.asarray(fit.fe_params)[0]), float(np.asarray(fit.bse_fe)[0])
     if not (math.isfinite(b) and math.isfinite(se) and se > 0):
         out.append("non-finite standard error")
     return sorted(set(out))
 
 
 def _fit(df, value: str, terms: tuple, method: str):
-    import statsmodels.formula.api as smf
+    """One REML fit of ``value ~ 1`` with crossed variance components ``terms`` (0/1 design
+    matrices, one all-encompassing group, as statsmodels documents crossed effects)."""
+    import pandas as pd
+    from statsmodels.regression.mixed_linear_model import MixedLM
 
-    vc = {t: f"0 + C({t})" for t in terms}
+    vc = {}
+    for t in terms:
+        codes, _ = pd.factorize(df[t])
+        vc[t] = {1: (codes[:, None] == np.arange(codes.max() + 1)).astype(float)}
+    n = len(df)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = smf.mixedlm(f"{value} ~ 1", df, groups="_all", re_formula="0", vc_formula=vc).fit(reml=True, method=[method])
+            fit = MixedLM(df[value].to_numpy(float), np.ones((n, 1)), groups=np.ones(n), exog_vc=vc).fit(reml=True, method=[method])
         except (np.linalg.LinAlgError, ValueError) as exc:
             return None, [f"failed ({type(exc).__name__})"]
     return fit, _problems(fit, caught)
@@ -259,7 +266,7 @@ def fit_mixed(data, value: str = "gain", word: str = "word", seed: str | None = 
         if fit is not None and not problems:
             comps = dict(zip(fit.model.exog_vc.names, np.atleast_1d(fit.vcomp)))
             comps["residual"] = float(fit.scale)
-            mean, se = float(fit.fe_params.iloc[0]), float(fit.bse_fe.iloc[0])
+            mean, se = float(np.asarray(fit.fe_params)[0]), float(np.asarray(fit.bse_fe)[0])
             dfree = satterthwaite_df({k: float(v) for k, v in comps.items()}, levels, len(df))
             if failed:
                 notes.append(f"{', '.join(f'{m}: {p}' for m, p in failed)}; refit with {method}")
@@ -315,14 +322,18 @@ def r2_over_words(x, y, *, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
     x = np.atleast_2d(np.asarray(x, dtype=float))
     y = np.atleast_2d(np.asarray(y, dtype=float))
     n_s, n_w = y.shape
-    obs = float(np.nanmean(_r2_rows(x, y))) if n_w >= 3 else math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no seed with an R² (constant x or y)
+        obs = float(np.nanmean(_r2_rows(x, y))) if n_w >= 3 else math.nan
     if not math.isfinite(obs):
         return R2Result(math.nan, math.nan, math.nan, math.nan, n_w, n_s)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_w, size=(n_boot, n_w))
-    boots = np.nanmean(_r2_rows(x[:, idx], y[:, idx]), axis=0)
     perm = np.argsort(rng.random((n_perm, n_w)), axis=1)
-    null = np.nanmean(_r2_rows(x[:, perm], y[:, None, :]), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw of one repeated word has no R²
+        boots = np.nanmean(_r2_rows(x[:, idx], y[:, idx]), axis=0)
+        null = np.nanmean(_r2_rows(x[:, perm], y[:, None, :]), axis=0)
     tail = (1 - confidence) / 2
     lo, hi = np.nanquantile(boots, [tail, 1 - tail])
     p = (1 + int((null >= obs - 1e-12).sum())) / (n_perm + 1)
