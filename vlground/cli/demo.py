@@ -141,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
           f"{steps} steps, {_fmt_tokens(_tokens(sweep))} tokens each) as {len(sweep.tasks)} tasks on a local Ray instance "
           f"-> {sweep.out}", flush=True)
     workers = args.workers or min(4, os.cpu_count() or 1)
-    outcome = driver.run_sweep(sweep, num_cpus=workers)
+    try:
+        outcome = driver.run_sweep(sweep, num_cpus=workers)
+    except driver.RayStartError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
     driver.summary(outcome, sys.stderr)
     if not outcome.ok:
         print(f"demo: error: {len(outcome.failed)} task(s) failed and {len(outcome.blocked)} could not run "
@@ -165,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if control and not args.quick and any(v["verdict"] != "grounded" for v in control):
         print("demo: warning: the positive control's Transformer was not found grounded; the instrument or the run "
               "is off (see the report)", file=sys.stderr)
-    print(f"report: {outcome.report.resolve()}  ({time.perf_counter() - t0:.0f} s)")
+    ray_s = f"; Ray start-up {outcome.ray_start_s:.1f} s" if outcome.ray_start_s is not None else ""
+    print(f"report: {outcome.report.resolve()}  ({time.perf_counter() - t0:.0f} s{ray_s})")
     print("what was found:")
     for line in verdict_lines(verdicts, _tokens(sweep)):
         print(f"  {line}")

@@ -38,6 +38,7 @@ class Outcome:
     blocked: dict[str, str] = field(default_factory=dict)  #: task id -> id of the failed task it waited for
     report: Path | None = None  #: the combined report, if any probe output exists
     seconds: float = 0.0
+    ray_start_s: float | None = None  #: seconds ray.init took (None when Ray was not started: nothing to run)
 
     @property
     def ok(self) -> bool:
@@ -72,8 +73,15 @@ def _resources(sweep: Sweep, kind: str, cluster: dict) -> dict:
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start a quiet local instance; True if this call started it."""
+    """Connect to ``address`` or start a quiet, lean local instance; True if this call started it.
+
+    Lean: no dashboard (``include_dashboard=False``: no dashboard modules, only Ray's head API
+    process), no usage-stats reporting, worker output not streamed to the driver (it is in
+    ``OUT/logs/``), and a local object store of :data:`LOCAL_OBJECT_STORE` bytes (tasks pass only
+    small argument and status objects; the default reserves 30% of the machine's memory).
+    """
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():
@@ -84,9 +92,26 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=level, configure_logging=True)
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        return True
+    for attempt in (1, 2):  # Ray gives its raylet a fixed 30 s to register: an overloaded machine can miss it
+        try:
+            ray.init(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE, **kwargs)
+            return True
+        except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception on a start-up timeout)
+            ray.shutdown()
+            if attempt == 2:
+                raise RayStartError(f"the local Ray instance did not start ({_first_line(exc)}); "
+                                    "is the machine overloaded? run again to resume") from exc
+            log.warning("the local Ray instance did not start (%s); trying once more", _first_line(exc))
     return True
+
+
+class RayStartError(RuntimeError):
+    """The local Ray instance could not be started (the message is one line)."""
+
+
+#: object store of a local instance (bytes): tasks exchange only small objects
+LOCAL_OBJECT_STORE = 256 * 1024**2
 
 
 class _Progress:
@@ -154,7 +179,10 @@ def _run_locked(sweep: Sweep, address, num_cpus, stream, poll_s) -> Outcome:
 
     import ray
 
+    t_ray = time.monotonic()
     started = start_ray(address, num_cpus)
+    outcome.ray_start_s = time.monotonic() - t_ray
+    log.info("Ray %s in %.1f s", "started" if started else "connected", outcome.ray_start_s)
     refs: dict = {}
     try:
         cluster = ray.cluster_resources()
