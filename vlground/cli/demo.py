@@ -68,7 +68,7 @@ def demo_sweep(args: argparse.Namespace):
         block.update(archs=archs, seeds=seeds)
     data["train"]["steps"] = steps
     data["probe"]["probes"] = [p.strip() for p in args.probes.split(",") if p.strip()]
-    data["probe"]["mechanistic_checkpoints"] = [0, steps] if args.quick else sorted({0, steps // 2, steps})
+    data["probe"]["mechanistic_checkpoints"] = [steps // 2, "last"]  # a middle step where a checkpoint falls, and the last
     return spec.from_dict(data, "demo.yaml", args.out)
 
 
