@@ -93,16 +93,11 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **kwargs)
         return True
-    for attempt in (1, 2):  # Ray gives its raylet a fixed 30 s to register: an overloaded machine can miss it
-        try:
-            ray.init(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE, **kwargs)
-            return True
-        except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception on a start-up timeout)
-            ray.shutdown()
-            if attempt == 2:
-                raise RayStartError(f"the local Ray instance did not start ({_first_line(exc)}); "
-                                    "is the machine overloaded? run again to resume") from exc
-            log.warning("the local Ray instance did not start (%s); trying once more", _first_line(exc))
+    try:
+        ray.init(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception when its raylet misses the 30 s start-up window)
+        raise RayStartError(f"the local Ray instance did not start ({_first_line(exc)}); "
+                            "is the machine overloaded? run again to resume") from exc
     return True
 
 
