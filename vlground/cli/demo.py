@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default="transformer,lstm", help="architectures to train (default: transformer,lstm)")
-    p.add_argument("--seeds", default="0,1", help="seeds per architecture and corpus (default: 0,1)")
-    p.add_argument("--steps", type=int, default=400, help="training steps per run (default: 400 of 8 x 512 tokens, as demo.yaml)")
+    p.add_argument("--seeds", default=None, help="seeds per architecture and corpus (default: 0; 0,1,2 for seed bands; --vision: 0,1)")
+    p.add_argument("--steps", type=int, default=400, help="training steps per run (default: 600 of 8 x 512 tokens, as demo.yaml)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray instance: tasks at once (default: one per core, at most 4)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus")
@@ -56,7 +56,7 @@ def demo_sweep(args: argparse.Namespace):
     from vlground.sweep import spec
 
     data = yaml.safe_load((resources.files("vlground") / "configs" / "sweeps" / "demo.yaml").read_text(encoding="utf-8"))
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = [int(s) for s in (args.seeds or "0").split(",") if s.strip()]
     steps = args.steps
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     if args.quick:
@@ -127,6 +127,8 @@ def claims_by_corpus(rows) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.vision:
         from vlground.cli.demo_vision import run as vision_run
+
+        args.seeds = args.seeds or "0,1,2"  # the vision demo takes its first two
 
         return vision_run(args)
     from vlground.sweep import driver
