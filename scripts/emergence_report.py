@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mech", action="store_true", help="saliency + heads at each run's last checkpoint")
     p.add_argument("--lens", action="store_true", help="with --mech: the tuned lens too")
     p.add_argument("--no-probe", action="store_true", help="use the probe outputs already in --work")
+    p.add_argument("--checkpoints", default="all", help="behaviour at these checkpoints (all, or steps and last: 0,512,last)")
     p.add_argument("--note", default="", help="a sentence about the runs (what machine, what load) for the document")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for rid, d in runs.items():
         safe = rid.replace("/", "__")
         if not a.no_probe:
-            timing[rid] = probe(d, a.work / "probes" / safe, "behaviour", "all")
+            timing[rid] = probe(d, a.work / "probes" / safe, "behaviour", a.checkpoints)
             log.info("behaviour %s: %.0f s", rid, timing[rid])
             if a.mech:
                 probes = "saliency,heads" + (",lens" if a.lens else "")

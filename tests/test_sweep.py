@@ -69,7 +69,7 @@ def test_bad_sweep_file_is_one_line_error(tmp_path, bad, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name, runs", [("paper-text", 45), ("paper-vision", 10), ("demo", 6)])
+@pytest.mark.parametrize("name, runs", [("paper-text", 45), ("paper-vision", 10), ("demo", 4)])
 def test_bundled_sweep_files(name, runs):
     from vlground.cli.sweep import spec_path
 

@@ -5,7 +5,7 @@
     vlground sweep sweep.yaml --dry-run        # the task graph, what is done, what is left
 
 Rerunning after a crash or Ctrl-C runs only what is missing. Exit status 1 when a task failed.
-Bundled sweep files: ``paper-text``, ``paper-vision``, ``demo`` (a name without ``.yaml``).
+Bundled sweep files: ``paper-text``, ``paper-vision``, ``emergence``, ``emergence-cpu``, ``demo`` (a name without ``.yaml``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ HELP = "run a grid of corpora x architectures x seeds as tasks on Ray (local or 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SWEEP", help="sweep file (YAML), or a bundled one: paper-text, paper-vision, demo")
+    p.add_argument("spec", metavar="SWEEP", help="sweep file (YAML), or a bundled one: paper-text, paper-vision, emergence, emergence-cpu, demo")
     p.add_argument("--out", type=Path, help="output folder (default: the sweep file's out:)")
     p.add_argument("--address", help="Ray cluster address (auto, ray://host:10001, host:6379); default: a local instance")
     p.add_argument("--num-cpus", type=int, help="local instance: CPUs Ray may use (default: all)")

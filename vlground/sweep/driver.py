@@ -38,6 +38,7 @@ class Outcome:
     blocked: dict[str, str] = field(default_factory=dict)  #: task id -> id of the failed task it waited for
     report: Path | None = None  #: the combined report, if any probe output exists
     seconds: float = 0.0
+    ray_start_s: float | None = None  #: seconds ray.init took (None when Ray was not started: nothing to run)
 
     @property
     def ok(self) -> bool:
@@ -94,9 +95,17 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start a quiet local instance; True if this call started it.
-    A cluster that does not answer, or a local instance that cannot start, is an InputError."""
+    """Connect to ``address`` or start a quiet, lean local instance; True if this call started it.
+    A cluster that does not answer is an InputError; a local instance that cannot start is a
+    :class:`RayStartError` (an InputError: one line).
+
+    Lean: no dashboard (``include_dashboard=False``: no dashboard modules, only Ray's head API
+    process), no usage-stats reporting, worker output not streamed to the driver (it is in
+    ``OUT/logs/``), and a local object store of :data:`LOCAL_OBJECT_STORE` bytes (tasks pass only
+    small argument and status objects; the default reserves 30% of the machine's memory).
+    """
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():
@@ -110,13 +119,16 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            ray.init(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE, **kwargs)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, its own errors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = f"connect to Ray at {address}" if address else "start Ray"
-        raise InputError(f"cannot {where} ({type(exc).__name__}: {first})") from None
+        if address:
+            raise InputError(f"cannot {where} ({type(exc).__name__}: {first})") from None
+        raise RayStartError(f"the local Ray instance did not start ({type(exc).__name__}: {first}); "
+                            "is the machine overloaded? run again to resume") from None
     _sigterm_as_interrupt()  # Ray sets its own handler on init; ours cancels the tasks cleanly
     return True
 
@@ -134,6 +146,14 @@ def _sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class RayStartError(InputError):
+    """The local Ray instance could not be started (the message is one line)."""
+
+
+#: object store of a local instance (bytes): tasks exchange only small objects
+LOCAL_OBJECT_STORE = 256 * 1024**2
 
 
 class _Progress:
@@ -220,7 +240,10 @@ def _run_locked(sweep: Sweep, address, num_cpus, stream, poll_s) -> Outcome:
 
     import ray
 
+    t_ray = time.monotonic()
     started = start_ray(address, num_cpus)
+    outcome.ray_start_s = time.monotonic() - t_ray
+    log.info("Ray %s in %.1f s", "started" if started else "connected", outcome.ray_start_s)
     refs: dict = {}
     try:
         cluster = ray.cluster_resources()
