@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlground.adapters.hf_vlm import HFVisionLanguageAdapter
-from vlground.errors import InputError
 
 
 class Idefics3Adapter(HFVisionLanguageAdapter):
@@ -45,34 +44,12 @@ class Idefics3Adapter(HFVisionLanguageAdapter):
         return int(ip.max_image_size["longest_edge"]), side, int(rows), int(cols)
 
     def image_layout(self, loaded, enc, image_size):
-        from vlground.vision.layout import ImageTokenLayout, TokenGrid
+        from vlground.vision.layout import tiled_layout
 
         M, s, rows, cols = self._tiles(loaded, image_size)
-        w, h = image_size
-        pos = self.image_positions(loaded, enc["input_ids"][0]).tolist()
-        n_tiles = rows * cols
-        if len(pos) != (n_tiles + 1) * s * s:
-            raise InputError(f"{loaded.checkpoint.path}: {len(pos)} image tokens, expected {n_tiles} tiles + 1 global view "
-                             f"of {s}x{s}")
-        cell = M / s
-        glob = TokenGrid("global" if n_tiles else "image", s, s, cell, (M / w, M / h, 0.0, 0.0), tuple(pos[n_tiles * s * s:]))
-        if not n_tiles:
-            return ImageTokenLayout((w, h), (glob,))
-        stitched = tuple(pos[((r // s) * cols + c // s) * s * s + (r % s) * s + c % s]  # tile by tile, row-major inside
-                         for r in range(rows * s) for c in range(cols * s))
-        tiles = TokenGrid("tiles", rows * s, cols * s, cell, (cols * M / w, rows * M / h, 0.0, 0.0), stitched, crops=n_tiles)
-        return ImageTokenLayout((w, h), (tiles, glob))
+        return tiled_layout(image_size, self.image_positions(loaded, enc["input_ids"][0]).tolist(), M, s, rows, cols)
 
     def view_pixels(self, loaded, enc, layout):
-        import numpy as np
+        from vlground.vision.layout import tiled_view_pixels
 
-        from vlground.vision.layout import brightness
-
-        proc = loaded.extra["processor"].image_processor
-        x = enc["pixel_values"][0].float().numpy()  # [tiles + 1, 3, M, M]
-        out = {layout.grids[-1].name: brightness(x[-1], proc)}  # the global view is last (or the only one)
-        if len(layout.grids) == 2:
-            _, _, rows, cols = self._tiles(loaded, layout.image_size)
-            canvas = np.concatenate([np.concatenate(list(x[r * cols:(r + 1) * cols]), axis=2) for r in range(rows)], axis=1)
-            out["tiles"] = brightness(canvas, proc)
-        return out
+        return tiled_view_pixels(enc["pixel_values"][0].float().numpy(), layout, loaded.extra["processor"].image_processor)
