@@ -6,15 +6,14 @@ the adapter's own layout, so none of them can cancel out.
 | break | families |
 |---|---|
 | layout one row off | Qwen2-VL, PaliGemma 2, Gemma 3 |
-| tiles in another order | LLaVA-NeXT |
-| global view left out / misplaced | LLaVA-NeXT |
+| tiles in another order | LLaVA-NeXT, Idefics3 (read row-major across the canvas) |
+| global view left out / misplaced | LLaVA-NeXT, Idefics3 (assumed first) |
 | token_type_ids dropped from both paths | PaliGemma 2, Gemma 3 |
 | token types padded with 0 for the target's later sub-tokens | PaliGemma 1, PaliGemma 2 |
 | zero image projection | Gemma 3, LLaVA-1.5 |
 | image_token_id of the processor (start-of-image) | Gemma 3 |
 | a ValueError in a hook | Qwen2-VL (one line naming the hook, CLI) |
 
-(The Idefics3 tile-order / global-view breaks live in ``tests/test_idefics3_internvl.py``.)
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from _vlm import grey_box_mismatch, vlm_options
 
 from vlground.adapters.gemma3 import Gemma3Adapter
 from vlground.adapters.hf_vlm import AdapterHookError, HFVisionLanguageAdapter
+from vlground.adapters.idefics3 import Idefics3Adapter
 from vlground.adapters.llava15 import Llava15Adapter
 from vlground.adapters.llava_next import LlavaNextAdapter
 from vlground.adapters.paligemma import PaliGemmaAdapter
@@ -65,6 +65,28 @@ def base_last(layout):
     f = {p: (P[len(P) - nb + i] if i < nb else P[i - nb]) for p, i in index.items()}
     grids = tuple(dataclasses.replace(g, positions=tuple(f[p] for p in g.positions)) for g in layout.grids)
     return dataclasses.replace(layout, grids=grids, separators=tuple(f[p] for p in layout.separators))
+
+
+def canvas_row_major(layout):
+    """Idefics3's tiles read row-major across the canvas (they come tile by tile)."""
+    g = next(x for x in layout.grids if x.name == "tiles")
+    return dataclasses.replace(layout, grids=tuple(dataclasses.replace(x, positions=tuple(sorted(x.positions))) if x is g
+                                                   else x for x in layout.grids))
+
+
+def global_first(layout):
+    """Idefics3's global view assumed before the tiles (it comes after them)."""
+    glob = next(g for g in layout.grids if g.name == "global")
+    P = [int(p) for p in layout.positions]
+    ng = len(glob.positions)
+    at = {p: i for i, p in enumerate(P)}
+    f = {p: (P[i - (len(P) - ng)] if i >= len(P) - ng else P[i + ng]) for p, i in at.items()}
+    return dataclasses.replace(layout, grids=tuple(dataclasses.replace(g, positions=tuple(f[p] for p in g.positions))
+                                                   for g in layout.grids))
+
+
+def global_left_out(layout):
+    return dataclasses.replace(layout, grids=tuple(g for g in layout.grids if g.name != "global"))
 
 
 def broken(cls, layout_fn=None, **attrs):
@@ -112,6 +134,7 @@ FAMILIES = {
     "gemma3": (Gemma3Adapter, "vlground.vision.tiny_gemma:save_tiny_gemma3", {}),
     "llava_next": (LlavaNextAdapter, "vlground.vision.tiny_llava_next:save_tiny_llava_next", {}),
     "llava15": (Llava15Adapter, "vlground.vision.tiny_llava:save_tiny_llava", {}),
+    "idefics3": (Idefics3Adapter, "vlground.vision.tiny_idefics3:save_tiny_idefics3", {}),
 }
 
 
@@ -163,6 +186,23 @@ def test_llava_next_tiles_and_base_view_breaks_fail(family, mm):
         check_image_tokens(bad, loaded, items[0])
     with pytest.raises(AssertionError, match=r"depend on the image lie outside every view of image_layout.*a view is missing"):
         check_model_geometry(bad, loaded, _match(items))
+
+
+@pytest.mark.slow
+def test_idefics3_tile_order_and_global_view_breaks_fail(family, mm):
+    folder = family("idefics3")
+    adapter, loaded, items = _load(Idefics3Adapter, folder, mm)
+    good = check_model_geometry(adapter, loaded, _match(items))
+    assert set(good.pattern_agreement) == {"tiles", "global"} and min(good.pattern_agreement.values()) >= 0.95
+    bad, loaded, items = _load(broken(Idefics3Adapter, canvas_row_major), folder, mm)
+    with pytest.raises(AssertionError, match=r"view 'tiles': .*agreement 0\.[0-8]\d.*tiles in another order"):
+        check_model_geometry(bad, loaded, _match(items))
+    bad, loaded, items = _load(broken(Idefics3Adapter, global_first), folder, mm)
+    with pytest.raises(AssertionError, match=r"view '(tiles|global)': .*agreement 0\.[0-8]\d.*a view misplaced"):
+        check_model_geometry(bad, loaded, _match(items))
+    bad, loaded, items = _load(broken(Idefics3Adapter, global_left_out), folder, mm)
+    with pytest.raises(AssertionError, match=r"input_ids hold 80 image tokens .* but image_layout has 64; 16 image tokens in no view"):
+        check_image_tokens(bad, loaded, items[0])
 
 
 # -- inputs dropped from both paths, prefix-LM leak ----------------------------------------------------
