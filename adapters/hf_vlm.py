@@ -239,8 +239,20 @@ class HFVisionLanguageAdapter(Adapter):
         except Exception as exc:  # noqa: BLE001 - any bug of an override becomes one line naming it
             where = type(self).__qualname__
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            hint = self._token_hint(args[0]) if args and isinstance(args[0], LoadedModel) and name != "image_token_id" else ""
             raise AdapterHookError(f"adapter {self.name}: {where}.{name}() raised {type(exc).__name__}: {first} "
-                                   f"(fix or override {name})") from exc
+                                   f"(fix or override {name}{hint})") from exc
+
+    @staticmethod
+    def _token_hint(loaded: LoadedModel) -> str:
+        """``; ... override image_token_id`` when the adapter's image token is not the one the model replaces."""
+        from vlground.kit.inputs import config_image_token_id
+
+        used, model_id = loaded.extra.get("image_token_id"), config_image_token_id(loaded.model)
+        if used is None or model_id is None or int(used) == model_id:
+            return ""
+        return (f"; or rather image_token_id: it gives {used} but the model replaces token {model_id} "
+                "(config.image_token_id) by image features")
 
     def capabilities(self, loaded: LoadedModel) -> frozenset[Capability]:
         return frozenset({Capability.ATTENTION})

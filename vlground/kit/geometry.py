@@ -153,7 +153,7 @@ def _shift_hint(g, pattern: np.ndarray, ok: np.ndarray, white_at: dict[int, bool
                 n += 1
                 hits += white_at[p] == bool(pattern[k])
         if n >= 8 and hits / n >= MIN_AGREEMENT:
-            return f"; the model agrees ({hits / n:.2f}) with each cell {name} than the layout says"
+            return f"; the model agrees ({hits / n:.2f}) with a layout whose every cell sits {name} than image_layout says"
     return ""
 
 
@@ -216,8 +216,9 @@ def check_model_geometry(adapter, loaded, items, *, max_images: int = 2, seed: i
             if outside:
                 raise AssertionError(
                     f"{where}: {len(outside)} of {len(dependent)} language-model input positions that depend on the image "
-                    f"lie outside every view of image_layout (first at position {outside[0]}): a view is missing from "
-                    "the layout (override image_layout)")
+                    f"lie outside every view of image_layout (first at position {outside[0]}, which the layout calls "
+                    f"{'a separator' if outside[0] in layout.separators else 'a prefix token' if outside[0] in layout.prefix else 'no image token'}): "
+                    "a view is missing from the layout or misplaced (override image_layout)")
             white_at_all = (_whiteness(E, black, white) > 0.5)  # [B, S]
             dep = set(dependent)
             w_, h_ = size

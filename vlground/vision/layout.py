@@ -153,3 +153,37 @@ def token_brightness(grid: TokenGrid, view: np.ndarray) -> np.ndarray:
     if block.shape != (grid.rows * c, grid.cols * c):
         raise ValueError(f"grid {grid.name}: view of {view.shape} pixels is smaller than {grid.rows}x{grid.cols} cells of {c}")
     return block.reshape(grid.rows, c, grid.cols, c).mean(axis=(1, 3)).reshape(-1)
+
+
+def tiled_layout(image_size: tuple[int, int], positions: Sequence[int], tile: float, side: int, rows: int,
+                 cols: int) -> ImageTokenLayout:
+    """Tiles then a global view (Idefics3 / SmolVLM, InternVL): the image resized to ``cols x rows`` tiles of
+    ``tile`` px (aspect ratio not kept) and cut row-major, each tile ``side x side`` tokens (row-major) with the
+    tokens **tile by tile**, then the whole image resized to one tile (``global``). With ``rows * cols <= 1``
+    only that one view (``image``). Returns the ``tiles`` grid stitched over the canvas, then ``global``."""
+    w, h = image_size
+    pos = [int(p) for p in positions]
+    n = rows * cols if rows * cols > 1 else 0
+    if len(pos) != (n + 1) * side * side:
+        raise ValueError(f"{len(pos)} image tokens for {n} tiles + 1 view of {side}x{side}")
+    cell = tile / side
+    glob = TokenGrid("global" if n else "image", side, side, cell, (tile / w, tile / h, 0.0, 0.0), tuple(pos[n * side * side:]))
+    if not n:
+        return ImageTokenLayout((w, h), (glob,))
+    stitched = tuple(pos[((r // side) * cols + c // side) * side * side + (r % side) * side + c % side]
+                     for r in range(rows * side) for c in range(cols * side))
+    tiles = TokenGrid("tiles", rows * side, cols * side, cell, (cols * tile / w, rows * tile / h, 0.0, 0.0), stitched, crops=n)
+    return ImageTokenLayout((w, h), (tiles, glob))
+
+
+def tiled_view_pixels(pixels: np.ndarray, layout: ImageTokenLayout, image_processor: Any) -> dict[str, np.ndarray]:
+    """``pixels [tiles (+ 1), C, T, T]`` of a :func:`tiled_layout` -> brightness per view (the tiles stitched row-major)."""
+    x = np.asarray(pixels, dtype=np.float64)
+    out = {layout.grids[-1].name: brightness(x[-1], image_processor)}  # the global view is last (or the only one)
+    if len(layout.grids) == 2:
+        g = layout.grids[0]
+        side = layout.grids[1].rows
+        rows, cols = g.rows // side, g.cols // side
+        canvas = np.concatenate([np.concatenate(list(x[r * cols:(r + 1) * cols]), axis=2) for r in range(rows)], axis=1)
+        out["tiles"] = brightness(canvas, image_processor)
+    return out
