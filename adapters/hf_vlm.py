@@ -335,13 +335,15 @@ class HFVisionLanguageAdapter(Adapter):
         """The processor's output for (prompt, image): ``input_ids [1, P]``, ``pixel_values`` ... (LRU-cached)."""
         from PIL import Image
 
+        from vlground.vision.pixels import to_rgb
+
         cache: OrderedDict = loaded.extra.setdefault("_encoded", OrderedDict())
         if image_file in cache:
             cache.move_to_end(image_file)
             return cache[image_file]
         try:
             with Image.open(image_file) as im:
-                image = im.convert("RGB")
+                image = to_rgb(im)
         except OSError as exc:
             raise InputError(f"{image_file}: cannot read image ({type(exc).__name__})") from None
         enc = loaded.extra["processor"](images=[image], text=[self._prompt(loaded)], return_tensors="pt")

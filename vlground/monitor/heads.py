@@ -52,6 +52,10 @@ def read_heads_file(path: Path) -> HeadSet:
     """A heads file (see the module docstring)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for i, h in enumerate(data["heads"]):  # integers only: 1.9 or "1" is a mistake, never rounded
+            bad = [k for k in h if k in ("layer", "head") and (isinstance(h[k], bool) or not isinstance(h[k], int))]
+            if bad:
+                raise InputError(f"{path}: heads[{i}].{bad[0]} is {h[bad[0]]!r}, not an integer")
         heads = tuple((int(h["layer"]) - 1, int(h["head"])) for h in data["heads"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: not a heads file ({type(exc).__name__}: {exc})") from None
