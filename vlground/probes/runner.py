@@ -254,7 +254,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
     try:
-        with np.load(path) as z:
+        with open(path, "rb") as fh, np.load(fh) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DamagedCache(f"{path}: damaged ({type(exc).__name__})") from None
