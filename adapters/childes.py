@@ -91,6 +91,15 @@ class Templates:
             raise InputError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(data, dict) or not data.get("env") or not data.get("lan"):
             raise InputError(f"{where}: needs non-empty 'env' and 'lan' lists")
+        for key in ("env", "lan", "targets"):  # every entry a string: 3 or null is a mistake, not a frame
+            value = data.get(key)
+            if key == "targets" and value is None:
+                continue
+            if not isinstance(value, list):
+                raise InputError(f"{where}: '{key}' must be a list of strings, not a {type(value).__name__}")
+            bad = next((i for i, t in enumerate(value) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise InputError(f"{where}: {key}[{bad}] is {value[bad]!r}, not a string")
         lan = [parse_frame(t, where) for t in data["lan"]]
         for f in lan:
             if f.slot != len(f.words) - 1:

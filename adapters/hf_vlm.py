@@ -418,13 +418,15 @@ class HFVisionLanguageAdapter(Adapter):
         outputs that are not model inputs (``labels``) are left out with a note."""
         from PIL import Image
 
+        from vlground.vision.pixels import to_rgb
+
         cache: OrderedDict = loaded.extra.setdefault("_encoded", OrderedDict())
         if image_file in cache:
             cache.move_to_end(image_file)
             return cache[image_file]
         try:
             with Image.open(image_file) as im:
-                image = im.convert("RGB")
+                image = to_rgb(im)
         except OSError as exc:
             raise InputError(f"{image_file}: cannot read image ({type(exc).__name__})") from None
         enc = model_input_tensors(self.call_hook("process", loaded, image, self._prompt(loaded)),

@@ -46,6 +46,7 @@ from PIL import Image, PngImagePlugin
 from vlground.errors import InputError
 from vlground.vision.coco import CocoAnnotation, CocoData, CocoImage, Problem, load_coco
 from vlground.vision.inpaint import DEFAULT_MODEL, Inpainter
+from vlground.vision.pixels import to_rgb
 from vlground.vision.masks import array_mask, box_mask, paste_outside
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ def _make_one(config: MismatchConfig, data: CocoData, ann: CocoAnnotation, file:
         prompt = config.prompt_template.format(replacement[1])
     try:
         with Image.open(image.path) as im:
-            source = im.convert("RGB")
+            source = to_rgb(im)  # 16-bit greyscale rescaled, not clipped white
     except (OSError, Image.DecompressionBombError) as exc:
         return Problem(source_name, f"image {image.id}", f"PIL cannot read {image.file_name} ({exc})")
     mask_kind = "box"

@@ -114,9 +114,11 @@ def _loader(path: Path):
     def load():
         from PIL import Image
 
+        from vlground.vision.pixels import to_rgb
+
         try:
             with Image.open(path) as im:
-                return im.convert("RGB")
+                return to_rgb(im)
         except Image.DecompressionBombError as exc:
             raise InputError(f"decompression bomb refused ({exc})") from None
 

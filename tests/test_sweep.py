@@ -57,11 +57,11 @@ def test_tiny_grid_expands_to_corpus_train_probe_tasks(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"grid": [{"archs": ["gpt5"]}]}, "unknown gpt5"),
-    ({"grid": [{"archs": ["lstm"], "drop_cooc": [1.5]}]}, "fractions in [0, 1]"),
-    ({"grid": [{"archs": ["lstm"], "corpus": "nope"}]}, "corpus 'nope' is not in corpora"),
-    ({"trian": {}}, "unknown key(s) trian"),
-    ({"probe": {}}, "needs adapter"),
+    ({"grid": [{"archs": ["gpt5"]}]}, "grid[0].archs: unknown gpt5"),  # the key named (vlground.sweep.schema)
+    ({"grid": [{"archs": ["lstm"], "drop_cooc": [1.5]}]}, "grid[0].drop_cooc[0]: want a number in [0, 1]"),
+    ({"grid": [{"archs": ["lstm"], "corpus": "nope"}]}, "grid[0].corpus: unknown nope"),
+    ({"trian": {}}, "trian: unknown key"),
+    ({"probe": {}}, "probe.adapter: needed"),
 ])
 def test_bad_sweep_file_is_one_line_error(tmp_path, bad, message):
     with pytest.raises(InputError, match=None) as e:

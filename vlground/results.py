@@ -87,7 +87,7 @@ class Results:
         import zipfile
 
         try:
-            with np.load(f) as z:
+            with open(f, "rb") as fh, np.load(fh) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise InputError(f"{f}: damaged ({type(exc).__name__}: {_first(exc)}); re-run the probe into a new --out") from None

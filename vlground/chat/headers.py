@@ -30,11 +30,22 @@ Comment Transcriber Transcription Types Warning Number Page Videos Thumbnail Fon
 Bg Eg G Bck Blank T
 """.split()) | {"Time Duration", "Time Start", "Recording Quality", "Room Layout",
                  "Tape Location", "New Episode", "Color words"}
+#: headers that may stand between @UTF8 and @Begin (the manual's pre-begin headers)
+PRE_BEGIN = frozenset({"PID", "Font", "Window", "Color words"})
 _PER_SPEAKER = ("Birth of ", "Birthplace of ", "L1 of ")
 
 #: ``@Options`` flags CLAN knows (the manual's "Options" header); others are E534
 OPTIONS = frozenset("CA CA-Unicode NoAlign bullets dummy heritage IPA multi sign".split())
 CA_OPTIONS = frozenset({"CA", "CA-Unicode"})
+
+#: the @ID SES field (7th): an ethnicity, a socioeconomic code, or both separated by a comma
+#: (the manual's "@ID Header": White, Black, Latino, Asian, Pacific, Native, Multiple, Unknown;
+#: UC upper class, MC middle class, WC working class, LI limited income)
+ETHNICITIES = frozenset("White Black Latino Asian Pacific Native Multiple Unknown".split())
+SES_CODES = frozenset("UC MC WC LI".split())
+#: @Media: the second field is the kind of media, the optional third its status
+MEDIA_TYPES = frozenset({"audio", "video"})
+MEDIA_STATUS = frozenset({"missing", "unlinked", "notrans"})
 
 _MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 _DATE = re.compile(r"(\d\d)-([A-Z]{3})-(\d{4})")
@@ -111,6 +122,8 @@ def check_headers(add: Add, path: str, headers: list, has_utterances: bool, text
                 add(line, "E524", f"@Birth of {who}: not a declared participant")
             _date(add, line, val, name)
         elif name == "Media":
+            if names.count("Media") > 1 and line != next(h[0] for h in headers if h[1] == "Media"):
+                add(line, "E501", "duplicate @Media header")
             _media(add, path, line, val)
         elif name == "Options":
             if not val:
@@ -123,6 +136,9 @@ def check_headers(add: Add, path: str, headers: list, has_utterances: bool, text
             _gem(add, line, name, val, gems)
     for label, line in gems:
         add(line, "E526", f"@Bg:{label} without matching @Eg")
+    _order(add, headers)
+    if "\x15" in text and "Media" not in names:  # time bullets link to a media file the header names
+        add(text.count("\n", 0, text.index("\x15")) + 1, "E000", "media bullets but no @Media header")
     if not has_utterances and "Begin" in names:
         add(0, "W310", "no utterances", "warning")
     for code in info.participants:
@@ -168,13 +184,48 @@ def _id(add: Add, line: int, val: str, info: HeaderInfo, ids: set) -> None:
     elif role and participants.get(code, role) != role:
         add(line, "E532", f"@ID role {role!r} of {code} differs from its @Participants role "
                           f"{participants[code]!r}")
+    ses = fields[6].strip()
+    if ses:
+        parts = [x.strip() for x in ses.split(",")]
+        bad = [x for x in parts if x not in ETHNICITIES and x not in SES_CODES]
+        if bad or len(parts) > 2 or sum(x in ETHNICITIES for x in parts) > 1 or sum(x in SES_CODES for x in parts) > 1:
+            add(line, "E546", f"@ID SES field {ses!r}: an ethnicity ({', '.join(sorted(ETHNICITIES))}) and/or "
+                              f"a code ({', '.join(sorted(SES_CODES))}), separated by a comma")
     if age and not _AGE.fullmatch(age):
         add(line, "E517", f"age {age!r} is not years;months.days")
     if sex and sex not in ("male", "female"):
         add(line, "E542", f"sex {sex!r} is not male or female")
 
 
+def _order(add: Add, headers: list) -> None:
+    """@UTF8 is the first line; between it and @Begin only the pre-begin headers; @ID headers
+    follow @Participants."""
+    names = [h[1] for h in headers]
+    if not headers:
+        return
+    if names[0] != "UTF8" or headers[0][0] != 1:
+        add(headers[0][0], "E503", "the first line must be @UTF8")
+    if "Begin" in names:
+        for line, name, _ in headers[1:names.index("Begin")]:
+            if name not in PRE_BEGIN:
+                add(line, "E504", f"@{name} before @Begin (only {', '.join('@' + h for h in sorted(PRE_BEGIN))} may come there)")
+    if "Participants" in names:
+        first_part = names.index("Participants")
+        for line, name, _ in headers[:first_part]:
+            if name == "ID":
+                add(line, "E523", "@ID before @Participants")
+
+
 def _media(add: Add, path: str, line: int, val: str) -> None:
+    fields = [f.strip() for f in val.split(",")]
+    if not val.strip():
+        add(line, "E508", "@Media is empty")
+        return
+    if len(fields) < 2 or fields[1] not in MEDIA_TYPES:
+        add(line, "E000", f"@Media needs the media kind after the name: audio or video (got {fields[1] if len(fields) > 1 else 'none'!r})")
+    for extra in fields[2:]:
+        if extra not in MEDIA_STATUS:
+            add(line, "E000", f"@Media status {extra!r} is not one of {', '.join(sorted(MEDIA_STATUS))}")
     name = val.split(",")[0].strip()
     stem = re.split(r"[/\\!]", path)[-1].rsplit(".", 1)[0]
     if name and not name.startswith('"') and name != stem:

@@ -27,6 +27,10 @@ from vlground.chat.words import before_pylangacq, finish_words
 log = logging.getLogger(__name__)
 
 _HEADER = re.compile(r"@([^:\t]*)(?::(\t?)(.*))?")
+#: longest line, and longest utterance with its continuation lines, that is read (characters):
+#: far above any spoken utterance; a longer one is an error and its text is not kept, so a
+#: one-line file of many megabytes is refused in bounded memory instead of parsed
+MAX_LINE_CHARS = 20_000
 
 
 class RawUtterance:
@@ -105,6 +109,17 @@ def _split(text: str, path: str, headers: list, utts: list[RawUtterance],
     last: tuple[str, object] | None = None  # what a continuation line extends
     for i, line in enumerate(lines, 1):
         first = line[:1]
+        if len(line) > MAX_LINE_CHARS:
+            problems.append(Problem(path, i, "E004", f"line of {len(line)} characters, longer than {MAX_LINE_CHARS} "
+                                    "(not read; is this a CHAT file with line breaks?)"))
+            if first == "*" or current is not None:
+                if first == "*":
+                    current = RawUtterance(i, line[1:].partition(":")[0][:40], "")
+                    utts.append(current)
+                current.bad = True
+            last = None
+            lines[i - 1] = ""  # release the text
+            continue
         if first == "*":
             # *SPK:<tab>text; the speaker is everything before the first ':' and has no tab
             speaker, colon, rest = line[1:].partition(":")
@@ -149,6 +164,10 @@ def _split(text: str, path: str, headers: list, utts: list[RawUtterance],
                 problems.append(Problem(path, i, "E101", "continuation line with nothing to continue"))
             elif last[0] == "main":
                 last[1].text += " " + cont
+                if len(last[1].text) > MAX_LINE_CHARS:
+                    problems.append(Problem(path, i, "E004", f"utterance longer than {MAX_LINE_CHARS} characters "
+                                            "with its continuation lines (not read)"))
+                    last[1].bad, last[1].text, last = True, "", None
             elif last[0] == "dep":
                 u, name = last[1]
                 u.tiers[name] += " " + cont

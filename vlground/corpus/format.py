@@ -220,6 +220,8 @@ class Corpus:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{meta_file}: corrupt ({exc})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{meta_file}: corrupt (a JSON {type(meta).__name__}, not an object)")
         if meta.get("format") != FORMAT:
             raise InputError(f"{meta_file}: unknown format {meta.get('format')!r} (expected {FORMAT})")
         corpus = cls(path=path, meta=meta)

@@ -102,9 +102,11 @@ class HFBackend(Backend):
     def encode(self, image: str, prompt: str) -> Encoded:
         from PIL import Image
 
+        from vlground.vision.pixels import to_rgb
+
         try:
             with Image.open(image) as im:
-                rgb = im.convert("RGB")
+                rgb = to_rgb(im)
         except OSError as exc:
             raise InputError(f"{image}: cannot read image ({type(exc).__name__})") from None
         from vlground.adapters.hf_vlm import model_input_tensors

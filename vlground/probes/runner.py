@@ -59,6 +59,13 @@ def select_checkpoints(ckpts: list[Checkpoint], which: str) -> list[Checkpoint]:
     bad = [w for w in wanted if w not in ("first", "last") and not w.isdigit()]
     if bad:
         raise InputError(f"--checkpoints: cannot read {', '.join(sorted(bad))} (use all, last, first or step numbers)")
+    steps = {int(w) for w in wanted if w.isdigit()}
+    for run, run_ckpts in by_run(ckpts).items():  # a step asked for must exist, in every run
+        have = {c.step for c in run_ckpts}
+        missing = sorted(steps - have)
+        if missing and any(c.step is not None for c in run_ckpts):
+            raise InputError(f"--checkpoints {which}: run {run} has no checkpoint at step {', '.join(map(str, missing))} "
+                             f"(steps: {', '.join(str(s) for s in sorted(s for s in have if s is not None))})")
     out = []
     for run_ckpts in by_run(ckpts).values():
         for i, c in enumerate(run_ckpts):
@@ -247,7 +254,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
     try:
-        with np.load(path) as z:
+        with open(path, "rb") as fh, np.load(fh) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DamagedCache(f"{path}: damaged ({type(exc).__name__})") from None

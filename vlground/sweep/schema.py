@@ -135,7 +135,7 @@ class _Check:
 
     def one_of(self, v, key: str, known) -> bool:
         if v not in known:
-            self.bad(key, f"unknown {_show(v)} (known: {', '.join(map(str, known))})")
+            self.bad(key, f"unknown {v if isinstance(v, str) else _show(v)} (known: {', '.join(map(str, known))})")
             return False
         return True
 

@@ -306,6 +306,8 @@ def _prepare_run_dir(run: Path, spec: dict, resume: bool):
         old = json.loads(meta.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{meta}: corrupt ({exc}); choose another --out") from None
+    if not isinstance(old, dict):
+        raise InputError(f"{meta}: corrupt (a JSON {type(old).__name__}, not an object); choose another --out")
     diff = [k for k in _SAME if old.get(k) != spec.get(k)]
     if diff:
         detail = "; ".join(_describe_diff(k, old.get(k), spec.get(k)) for k in diff[:3])

@@ -135,6 +135,7 @@ def _transformer(cfg, vocab_size, specials, max_len, impl):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg.setdefault("n_positions", max_len)
+    check_model_keys(GPT2Config, cfg, "transformer")
     config = GPT2Config(vocab_size=vocab_size, **specials, **cfg)
     return GPT2LMHeadModel._from_config(config, **_attn(impl))
 
@@ -143,6 +144,7 @@ def _transformer(cfg, vocab_size, specials, max_len, impl):
 def _lstm(cfg, vocab_size, specials, max_len, impl):
     from vlground.train.lstm import LstmConfig, LstmForCausalLM
 
+    check_model_keys(LstmConfig, cfg, "lstm")
     return LstmForCausalLM(LstmConfig(vocab_size=vocab_size, **specials, **cfg))
 
 
@@ -150,6 +152,7 @@ def _lstm(cfg, vocab_size, specials, max_len, impl):
 def _mamba2(cfg, vocab_size, specials, max_len, impl):
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
+    check_model_keys(Mamba2Config, cfg, "mamba2")
     config = Mamba2Config(vocab_size=vocab_size, **specials, **cfg)
     _check_mamba(config.expand * config.hidden_size, config.num_heads, config.head_dim, config.n_groups)
     return Mamba2ForCausalLM._from_config(config)
@@ -162,6 +165,7 @@ def _hybrid(pattern):
         n = cfg.get("num_hidden_layers", 12)
         cfg["attn_layer_indices"] = _attn_indices(pattern, n, cfg)
         cfg.setdefault("max_position_embeddings", max_len)
+        check_model_keys(BambaConfig, cfg, f"hybrid-{pattern}")
         config = BambaConfig(vocab_size=vocab_size, **specials, **cfg)
         _check_mamba(config.mamba_expand * config.hidden_size, config.mamba_n_heads, config.mamba_d_head, config.mamba_n_groups)
         return BambaForCausalLM._from_config(config, **_attn(impl))
@@ -171,6 +175,22 @@ def _hybrid(pattern):
 
 _register("hybrid-mid")(_hybrid("mid"))
 _register("hybrid-even")(_hybrid("even"))
+
+
+def check_model_keys(config_cls, cfg: dict, arch: str) -> None:
+    """ValueError naming the model keywords ``config_cls`` does not have (a Hugging Face config
+    stores an unknown keyword silently and the model ignores it)."""
+    import inspect
+
+    known = set(config_cls().to_dict()) | set(getattr(config_cls, "attribute_map", {}) or {})
+    known |= {n for n in inspect.signature(config_cls.__init__).parameters if n not in ("self", "kwargs")}
+    unknown = sorted(k for k in cfg if k not in known)
+    if unknown:
+        from difflib import get_close_matches
+
+        hints = [m for k in unknown for m in get_close_matches(k, sorted(known), n=1)]
+        raise ValueError(f"unknown model keyword(s) {', '.join(unknown)} for {arch}"
+                         + (f" (did you mean {', '.join(hints)}?)" if hints else ""))
 
 
 def _check_mamba(inner: int, n_heads: int, head_dim: int, n_groups: int) -> None:

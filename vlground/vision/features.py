@@ -178,7 +178,9 @@ class Featurizer:
         """float16 ``[len(images), n_tokens, dim]`` for PIL images (any size; the processor crops)."""
         import torch
 
-        pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        from vlground.vision.pixels import to_rgb
+
+        pixels = self.processor(images=[to_rgb(im) for im in images], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             out = self.model(pixel_values=pixels.to(self.device)).last_hidden_state
         self.calls += 1
