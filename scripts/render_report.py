@@ -1,15 +1,15 @@
 """Render a report.html to a PNG with headless Chromium, for a person to look at.
 
     python scripts/render_report.py OUT/report.html report.png [--width 1280] [--height 6000]
+    python scripts/render_report.py OUT/report.html shots/ --sections   # first screen + one PNG per section
 
 Needs ``chromium`` (``apt-get install chromium``) or ``google-chrome`` on PATH. Runs the
-structural checks (vlground.report.check) first.
+structural checks (vlground.report.check) first, then measures every table at the width
+(vlground.report.layout) and lists any that is cut off or hidden in a scroll box (exit 1).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,19 +20,24 @@ def main(argv=None) -> int:
     ap.add_argument("png", type=Path)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=6000)
+    ap.add_argument("--sections", action="store_true", help="PNG is a folder: the first screen and one PNG per section")
     args = ap.parse_args(argv)
+    from vlground.report import layout
     from vlground.report.check import check_report
 
     print(check_report(args.html))
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if exe is None:
+    if layout.find_chromium() is None:
         print("no chromium on PATH; apt-get install chromium", file=sys.stderr)
         return 2
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={args.width},{args.height}",
-           f"--screenshot={args.png.resolve()}", args.html.resolve().as_uri()]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    print(args.png)
-    return 0
+    bad = layout.problems(layout.measure_tables(args.html, args.width))
+    for line in bad:
+        print(f"cut off: {line}", file=sys.stderr)
+    if args.sections:
+        for p in layout.section_screenshots(args.html, args.png, args.width):
+            print(p)
+    else:
+        print(layout.screenshot(args.html, args.png, args.width, args.height))
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

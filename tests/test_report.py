@@ -142,3 +142,19 @@ def test_one_checkpoint_of_a_pretrained_vlm_renders(tmp_path):
     assert "the final model" in text and "Information flow" in text
     (row,) = verdict_table(load(tmp_path), n_boot=200)
     assert row["step"] is None and row["n_seeds"] == 1 and row["effect"] == pytest.approx(0.625)
+
+
+def test_frame_refuses_an_unknown_table_and_drops_empty_optional_columns(tmp_path):
+    """``frame("typo")`` names the known tables; a text run's items carry no image columns."""
+    from vlground.errors import InputError
+
+    res = _planted(tmp_path, groups={"transformer": 1.0}, seeds=(0,), steps=(0, 10))
+    with pytest.raises(InputError, match=r"unknown table 'item' \(known: checkpoints, items, words"):
+        res.frame("item")
+    assert res.frame("heads").empty  # a standard table no probe wrote: empty, not an error
+    items = res.frame("items")
+    assert not items.empty and not {"layout", "n_image_tokens", "n_inside"} & set(items.columns)
+    rows = [{**r, "layout": None, "n_image_tokens": None, "n_inside": None} for r in items.to_dict("records")]
+    rows[0]["n_inside"] = 3  # one image row: the column stays, with its empty cells
+    vlm = Results(settings={}, checkpoints=res.checkpoints, probes=res.probes, columnar={"items": rows})
+    assert "n_inside" in vlm.frame("items") and "layout" not in vlm.frame("items")

@@ -78,8 +78,12 @@ def p_text(p, label: str = "p") -> str:
 
 
 def ci(low, high, sig: int = 3) -> str:
-    """An interval ``[low, high]``."""
-    return f"[{signed(low, sig)}, {signed(high, sig)}]"
+    """An interval ``[low, high]``; when either end is written in scientific notation, so is the
+    other (``[+9.12e-04, +1.04e-03]``, never ``[+9.12e-04, +0.00104]``)."""
+    lo, hi = signed(low, sig), signed(high, sig)
+    if ("e" in lo) != ("e" in hi) and MISSING not in (lo, hi):
+        lo, hi = (t if "e" in t else f"{float(v):+.{sig - 1}e}" for t, v in ((lo, low), (hi, high)))
+    return f"[{lo}, {hi}]"
 
 
 def pct(share, sig: int = 2) -> str:

@@ -22,15 +22,22 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vlground.errors import InputError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 VERSION = 2
 #: tables kept out of results.json and written as ``<table>.parquet`` (one row per item: large)
 COLUMNAR = ("items",)
+#: the standard tables (``frame`` gives an empty DataFrame for one a probe did not write)
+TABLES = ("checkpoints", "items", "words", "heads", "ablation", "lens", "flow")
+#: columns only some adapters fill (images); left out of a table where every row lacks them
+OPTIONAL_COLUMNS = {"items": ("layout", "n_image_tokens", "n_inside")}
 #: the fields every row gets from its checkpoint
 CHECKPOINT_FIELDS = ("key", "run", "group", "seed", "step")
 
@@ -122,18 +129,30 @@ class Results:
         return frame
 
     # -- pandas --------------------------------------------------------------------------------------
-    def frame(self, table: str, probe: str | None = None):
+    def table_names(self) -> list[str]:
+        """Every table :meth:`frame` knows: the standard ones and any other a probe wrote."""
+        extra = {t for p in self.probes.values() for t in p.get("tables", {})} | set(self.columnar)
+        return list(TABLES) + sorted(extra - set(TABLES))
+
+    def frame(self, table: str, probe: str | None = None) -> "pd.DataFrame":
         """A pandas DataFrame of ``table`` (``checkpoints``, ``items``, ``words``, ``heads``,
-        ``ablation``, ``lens``, ``flow``...)."""
+        ``ablation``, ``lens``, ``flow``, or another table a probe wrote); empty when no probe
+        wrote it. An unknown table name raises :class:`InputError` naming the known ones; columns
+        of :data:`OPTIONAL_COLUMNS` that are empty in every row are left out."""
         import pandas as pd
 
+        if table not in self.table_names():
+            raise InputError(f"unknown table {table!r} (known: {', '.join(self.table_names())})")
         if table == "checkpoints":
             return pd.DataFrame(self.checkpoint_rows())
         if table in COLUMNAR and table not in self.columnar and self.path is not None:
-            return self._read_columnar(table)
-        return pd.DataFrame(self.rows(table, probe))
+            df = self._read_columnar(table)
+        else:
+            df = pd.DataFrame(self.rows(table, probe))
+        empty = [c for c in OPTIONAL_COLUMNS.get(table, ()) if c in df and df[c].isna().all()]
+        return df.drop(columns=empty) if empty else df
 
-    def frames(self) -> dict[str, Any]:
+    def frames(self) -> dict[str, "pd.DataFrame"]:
         """The standard tables as pandas DataFrames: ``checkpoints, items, words, heads,
         ablation, lens, flow`` (an empty DataFrame where a probe did not run)."""
         return {t: self.frame(t) for t in ("checkpoints", "items", "words", "heads", "ablation", "lens", "flow")}
@@ -254,7 +273,9 @@ def _write_parquet(path: Path, rows: list[dict], token: str) -> None:
     import pyarrow.parquet as pq
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+    df = pd.DataFrame(rows)
+    empty = [c for c in OPTIONAL_COLUMNS.get(path.stem, ()) if c in df and df[c].isna().all()]
+    table = pa.Table.from_pandas(df.drop(columns=empty), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), TOKEN_KEY: token.encode()})
     try:
         pq.write_table(table, tmp)

@@ -216,10 +216,10 @@ class Verdict:
         """One human line: effect, interval, corrected p, label."""
         e = self.estimate
         seeds = f"{self.n_seeds} seeds" if self.n_seeds > 1 else "1 seed"
-        from vlground.numbers import p_text
+        from vlground.numbers import ci, p_text
 
         corr = "uncorrected" if self.correction == "none" else f"{self.correction.capitalize()}-corrected"
-        return (f"information gain {_nats(e.mean)} nats [95% CI {_nats(e.low)}, {_nats(e.high)}] ({e.method}; {seeds}), "
+        return (f"information gain {_nats(e.mean)} nats [95% CI {ci(e.low, e.high)[1:]} ({e.method}; {seeds}), "
                 f"{corr} {p_text(self.p_corrected)} -> {self.label}")
 
     def to_dict(self) -> dict:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "monitor",
     "sweep": "sweep",
     "check-adapter": "check_adapter",
+    "list": "list_cmd",
 }
 
 _HELP = {
@@ -47,6 +48,7 @@ _HELP = {
     "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
     "sweep": "a grid of corpora x architectures x seeds as tasks on Ray (local or a cluster)",
     "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
+    "list": "list adapters (with model types), probes, architectures and sizes, bundled sweeps and templates",
 }
 
 
@@ -74,7 +76,9 @@ EXAMPLES = {
                 "--images coco/val2017 --annotations coco/instances.json --task pope --out probes/llava/monitor-pope",
                 "vlground monitor --adapter visdial_dinov2 --run runs/vd/seed-0 --heads probes/vd --images scenes/val/images "
                 "--annotations scenes/val/instances.json --mismatch mismatch/ --task testbed --mitigate --out probes/vd/monitor-testbed"],
+    "list": ["vlground list            # everything, by the names the commands take", "vlground list adapters"],
     "sweep": ["vlground sweep paper-text --dry-run       # the paper's text grid: tasks, done, left",
+              "vlground sweep export paper-text > my.yaml  # a bundled sweep to edit",
               "vlground sweep my-sweep.yaml --out sweeps/a   # a local Ray instance; run again to resume",
               "vlground sweep paper-text --address auto    # an existing Ray cluster"],
 }

@@ -313,7 +313,7 @@ def per_checkpoint(res) -> Section | None:
     recs = res.checkpoint_rows()
     if not recs:
         return None
-    cols = ["run", "group", "seed", "step", "n_items", "match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "item_p_value",
+    cols = ["run", "seed", "step", "n_items", "match_surprisal", "mismatch_surprisal", "info_gain", "word_p_value", "item_p_value",
             "r2_cooc", "reverse_match_surprisal", "reverse_mismatch_surprisal", "reverse_info_gain", "reverse_word_p_value"]  # seconds: in checkpoints.csv
     words = res.rows("words")
     last: dict = {}

@@ -19,7 +19,7 @@ import html
 from vlground import numbers
 
 #: most columns in one table part (identifying columns included); wider tables are split
-MAX_COLS = 11
+MAX_COLS = 13
 #: rows shown before the rest goes into a <details> block
 SUMMARY_ROWS = 15
 #: a table at most this many rows longer than SUMMARY_ROWS is shown whole (no "3 more rows" fold)

@@ -61,14 +61,35 @@ def describe(sweep: Sweep, stream: TextIO) -> None:
     print(f"{len(rows)} tasks: {n_done} done, {len(rows) - n_done} left; output {sweep.out}", file=stream)
 
 
+def _bundled_name(path) -> str | None:
+    """The name of a bundled sweep file (inside the installed package), else None."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("vlground") / "configs" / "sweeps")).resolve()
+    p = Path(str(path)).resolve()
+    return p.stem if p.parent == folder else None
+
+
+def _shown(path) -> str:
+    name = _bundled_name(path)
+    return f"bundled sweep {name}" if name else str(path)
+
+
+def _edit_hint(path) -> str:
+    name = _bundled_name(path)
+    if name is None:
+        return "lower it in that file"
+    return f"copy it with `vlground sweep export {name} > my.yaml`, lower it there, run `vlground sweep my.yaml`"
+
+
 def _resources(sweep: Sweep, kind: str, cluster: dict) -> dict:
     res = dict(sweep.resources[kind])
     if res.get("num_gpus") == "auto":
         res["num_gpus"] = 1 if cluster.get("GPU", 0) >= 1 else 0
     for key, have in (("num_cpus", cluster.get("CPU", 0)), ("num_gpus", cluster.get("GPU", 0))):
         if float(res.get(key, 0) or 0) > have:
-            raise InputError(f"{sweep.path}: resources.{kind}.{key} = {res[key]} but the Ray cluster has {have:g}; "
-                             f"lower it or connect to a bigger cluster with --address")
+            raise InputError(f"{_shown(sweep.path)}: resources.{kind}.{key} = {res[key]} but the Ray cluster has {have:g}; "
+                             f"{_edit_hint(sweep.path)} or connect to a bigger cluster with --address")
     return res
 
 
