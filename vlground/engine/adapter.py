@@ -251,9 +251,37 @@ class Adapter(abc.ABC):
 
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
-        """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens."""
-        out = self.forward(loaded, batch)
-        return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
+        """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens.
+
+        Only the logits it reads are computed: a model whose ``forward`` takes ``logits_to_keep``
+        (Hugging Face causal LMs and VLMs) gets the distinct target positions of the batch, so
+        its head runs on ``K <= B * T`` positions instead of ``S``."""
+        keep = logits_positions(loaded.model, batch.target_positions, batch.target_ids)
+        if keep is None:
+            out = self.forward(loaded, batch)
+            return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
+        positions, remapped = keep
+        out = self.forward(loaded, batch, logits_to_keep=positions.to(loaded.device))
+        return gather_target_logprobs(out.logits, batch.target_ids, remapped)
+
+
+def logits_positions(model: torch.nn.Module, target_positions: torch.Tensor, target_ids: torch.Tensor):
+    """``(positions [K], remapped [B, T])`` for ``logits_to_keep``: the distinct positions the
+    scores read, and ``target_positions`` as indices into them; None when the model's ``forward``
+    takes no ``logits_to_keep`` or keeping them saves nothing."""
+    import inspect
+
+    try:
+        if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+            return None
+    except (TypeError, ValueError):
+        return None
+    pos = target_positions.clamp(min=0)
+    pos = torch.where(target_ids.to(pos.device) >= 0, pos, pos[:, :1])  # padded sub-tokens read an already-kept position
+    positions, remapped = torch.unique(pos, sorted=True, return_inverse=True)
+    if positions.numel() == 0:
+        return None
+    return positions, remapped
 
 
 def gather_target_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, target_positions: torch.Tensor) -> torch.Tensor:

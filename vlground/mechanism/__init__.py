@@ -49,6 +49,8 @@ _EXPORTS = {
     "lens_kl": "lens",
     "lens_surprisal": "lens",
     "hf_lens_batches": "lens",
+    "HiddenStateCache": "lens_cache",
+    "attention_kernel": "kernels",
     "plot_head_maps": "plots",
     "plot_head_grid": "plots",
 }

@@ -190,25 +190,56 @@ class TunedLens(nn.Module):
         return lens
 
 
-def _kl_per_layer(lens: TunedLens, unembedding: Unembedding, batch: LensBatch) -> torch.Tensor:
-    """``[L]`` mean over counted tokens of ``KL(p_model || p_lens_l)``.
+def _target(unembedding: Unembedding, batch: LensBatch):
+    """``(mask, p [tokens, vocab], sum_v p log p [tokens])`` of the model's own distribution at
+    the counted tokens (``mask`` None: every token of a ``[tokens, d]`` cache batch)."""
+    own = batch.logits if batch.logits is not None else unembedding.final_logits(batch.hidden_states[-1])
+    mask = None
+    if batch.mask is not None or own.dim() > 2:
+        mask = (torch.ones(own.shape[:-1], dtype=torch.bool) if batch.mask is None else batch.mask.bool()).to(own.device)
+        own = own[mask]
+    logp = torch.log_softmax(own.float(), dim=-1)
+    p = logp.exp()
+    return mask, p, (p * logp).sum(-1)
 
-    ``KL = sum_v p log p - sum_v p z_l + logsumexp(z_l)`` with ``z_l`` the lens's logits: the
-    model's distribution ``p`` and its entropy are computed once for all layers, and the layers'
-    logits in one unembedding call.
+
+def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: bool) -> tuple[torch.Tensor, list | None]:
+    """``([L] mean over counted tokens of KL(p_model || p_lens_l), grads of their sum w.r.t.
+    the lens's parameters or None)``.
+
+    ``KL = sum_v p log p - sum_v p z_l + logsumexp(z_l)`` with ``z_l`` the lens's logits; the
+    model's distribution and its entropy are computed once for all layers, the layers' logits in
+    one call of the head, and (with a linear head) the gradient ``d KL / d z_l = softmax(z_l) - p``
+    is formed in place on the logits and taken back through the head by hand, so no
+    ``[L, tokens, vocab]`` tensor is kept for autograd; autograd covers the norm and translators.
     """
     with torch.no_grad():
-        own = batch.logits if batch.logits is not None else unembedding.final_logits(batch.hidden_states[-1])
-        target = torch.log_softmax(own.float(), dim=-1)
-        mask = torch.ones(target.shape[:-1], dtype=torch.bool) if batch.mask is None else batch.mask.bool()
-        mask = mask.to(target.device)
-        target, p = target[mask], target[mask].exp()  # [tokens, vocab]
-        neg_entropy = (p * target).sum(-1)  # [tokens]
-    hidden = torch.stack([lens.transform(h[mask.to(h.device)] if h.dim() > 2 else h, i)
-                          for i, h in enumerate(batch.hidden_states[:-1])])  # [L, tokens, d]
-    z = unembedding(hidden).float()  # [L, tokens, vocab]
-    kl = neg_entropy - (z * p).sum(-1) + torch.logsumexp(z, dim=-1)  # [L, tokens]
-    return kl.mean(-1)
+        mask, p, neg_entropy = _target(unembedding, batch)
+    with torch.enable_grad() if grad else torch.no_grad():
+        hidden = torch.stack([lens.transform(h if mask is None else h[mask.to(h.device)], i)
+                              for i, h in enumerate(batch.hidden_states[:-1])])  # [L, tokens, d]
+        u = hidden if unembedding.norm is None else unembedding.norm(hidden)
+    head = unembedding.head
+    if not isinstance(head, nn.Linear):  # a head of another kind: plain autograd
+        with torch.enable_grad() if grad else torch.no_grad():
+            z = head(u).float()
+            kl = (neg_entropy - (z * p).sum(-1) + torch.logsumexp(z, dim=-1)).mean(-1)  # [L]
+        return kl.detach(), (list(torch.autograd.grad(kl.sum(), list(lens.parameters()))) if grad else None)
+    with torch.no_grad():
+        z = nn.functional.linear(u.detach(), head.weight, head.bias).float()  # [L, tokens, vocab]
+        lse = torch.logsumexp(z, dim=-1)  # [L, tokens]
+        kl = (neg_entropy - torch.einsum("ltv,tv->lt", z, p) + lse).mean(-1)  # [L]
+        if not grad:
+            return kl, None
+        dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
+        du = (dz.to(head.weight.dtype) @ head.weight).div_(z.shape[1])  # d mean KL / d u, [L, tokens, d]
+        del z, dz
+    return kl, list(torch.autograd.grad(u, list(lens.parameters()), du))
+
+
+def _kl_per_layer(lens: TunedLens, unembedding: Unembedding, batch: LensBatch) -> torch.Tensor:
+    """``[L]`` mean over counted tokens of ``KL(p_model || p_lens_l)``."""
+    return _kl_step(lens, unembedding, batch, grad=False)[0]
 
 
 def fit_lens(
@@ -229,14 +260,12 @@ def fit_lens(
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     losses = []
     steps = max(config.steps, config.min_epochs * len(batches))
-    with torch.enable_grad():
-        for step in range(steps):
-            loss = _kl_per_layer(lens, unembedding, batches[step % len(batches)]).sum()
-            grads = torch.autograd.grad(loss, params)
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
-            losses.append(float(loss.detach()))
+    for step in range(steps):
+        kl, grads = _kl_step(lens, unembedding, batches[step % len(batches)], grad=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        losses.append(float(kl.sum()))
     log.debug("fit_lens: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
     return losses
 

@@ -1,0 +1,147 @@
+"""The tuned lens on cached hidden states: same batches and lens as the per-step forward path,
+the hand-made gradient equals autograd's, the mapped-file cache equals the in-memory one, and the
+saved lens is keyed and written under a lock."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlground.mechanism.lens import LazyLensBatches, LensBatch, LensTrainConfig, TunedLens, _kl_step, fit_lens, lens_kl
+from vlground.mechanism.lens_cache import HiddenStateCache
+from vlground.mechanism.unembed import resolve_unembedding
+
+from _mechanism_models import VOCAB, make_gpt2  # noqa: F401
+
+
+def _inputs(n=3, batch=4, seq=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1, VOCAB, (batch, seq), generator=g)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        mask[1, seq // 2:] = 0  # a padded row
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+@pytest.fixture
+def eager_gpt2():
+    model = make_gpt2(seed=0)
+    model.set_attn_implementation("eager")
+    return model.eval()
+
+
+def _reference_kl(lens, unembedding, batch: LensBatch) -> torch.Tensor:
+    """[L] mean KL with plain autograd ops (log_softmax of both distributions), independent of _kl_step."""
+    target = torch.log_softmax(batch.logits.float(), -1)
+    mask = batch.mask.bool()
+    kls = []
+    for i, h in enumerate(batch.hidden_states[:-1]):
+        logq = torch.log_softmax(unembedding(lens.transform(h, i)).float(), -1)
+        kls.append((target.exp() * (target - logq)).sum(-1)[mask].mean())
+    return torch.stack(kls)
+
+
+def test_cache_holds_the_counted_tokens_of_each_batch(eager_gpt2):
+    inputs = _inputs()
+    cache = HiddenStateCache.build(eager_gpt2, inputs)
+    assert len(cache) == 3 and cache.n_tokens() == sum(int(b["attention_mask"].sum()) for b in inputs)
+    assert eager_gpt2.config._attn_implementation == "eager"  # the sdpa switch is undone
+    with torch.no_grad():
+        out = eager_gpt2(**inputs[1], output_hidden_states=True)
+    mask = inputs[1]["attention_mask"].bool()
+    for layer, h in enumerate(cache[1].hidden_states):
+        assert torch.allclose(h, out.hidden_states[layer][mask], atol=1e-5)  # sdpa vs eager: float noise only
+    assert len(cache[1:]) == 2 and cache[1:].n_tokens() == cache.n_tokens() - int(inputs[0]["attention_mask"].sum())
+
+
+def test_handmade_gradient_equals_autograd(eager_gpt2):
+    unembedding = resolve_unembedding(eager_gpt2)
+    (batch,) = list(LazyLensBatches(eager_gpt2, _inputs(1)))
+    lens = TunedLens.for_unembedding(2, 32, unembedding)
+    with torch.no_grad():
+        for t in lens.translators:
+            t.weight.normal_(0, 0.05)
+            t.bias.normal_(0, 0.05)
+    kl, grads = _kl_step(lens, unembedding, batch, grad=True)
+    ref = _reference_kl(lens, unembedding, batch)
+    ref_grads = torch.autograd.grad(ref.sum(), list(lens.parameters()))
+    assert torch.allclose(kl, ref.detach(), atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-6, rtol=1e-4), float((g - r).abs().max())
+
+
+def test_fit_on_the_cache_equals_the_per_step_forward_fit(eager_gpt2):
+    unembedding = resolve_unembedding(eager_gpt2)
+    inputs = _inputs(4)
+    held = HiddenStateCache.build(eager_gpt2, _inputs(2, seed=9))
+    lenses = []
+    for batches in (LazyLensBatches(eager_gpt2, inputs), HiddenStateCache.build(eager_gpt2, inputs)):
+        lens = TunedLens.for_unembedding(2, 32, unembedding)
+        losses = fit_lens(lens, unembedding, batches, LensTrainConfig(steps=12, lr=1e-2))
+        assert losses[-1] < losses[0]
+        lenses.append(lens)
+    kl_lazy, kl_cache = (lens_kl(lens, unembedding, held) for lens in lenses)
+    assert torch.all(kl_cache < lens_kl(TunedLens.for_unembedding(2, 32, unembedding), unembedding, held))
+    assert torch.allclose(kl_lazy, kl_cache, rtol=1e-3, atol=1e-6)
+
+
+def test_a_cache_over_its_budget_goes_to_an_unlinked_mapped_file(eager_gpt2, tmp_path):
+    inputs = _inputs()
+    memory = HiddenStateCache.build(eager_gpt2, inputs)
+    mapped = HiddenStateCache.build(eager_gpt2, inputs, memory_bytes=1, directory=tmp_path)
+    assert mapped.on_disk and not memory.on_disk and list(tmp_path.iterdir()) == []
+    assert torch.equal(memory.states, mapped.states) and memory.digest() == mapped.digest()
+
+
+def test_saved_lens_is_keyed_by_the_weights_and_fit_once_under_concurrency(tiny_runs, tmp_path):
+    import shutil
+
+    from vlground.adapters.childes import ChildesAdapter
+    from vlground.probes.base import ProbeContext
+    from vlground.probes.lens import FIT_INFO, LensProbe
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["transformer"], run)
+    adapter = ChildesAdapter.from_options({"runs": [str(run)], "device": "cpu", "pairing": "diagonal"})
+    ckpt = adapter.checkpoints()[-1]
+    probe = LensProbe(LensProbe.Options(lens_steps=3, lens_tokens=10_000))
+    results, fits = [], []
+    real_fit = fit_lens
+
+    import vlground.mechanism.lens as lens_mod
+
+    def counting_fit(*args, **kwargs):
+        fits.append(1)
+        return real_fit(*args, **kwargs)
+
+    lens_mod.fit_lens = counting_fit
+    try:
+        def one():
+            loaded = adapter.load(ckpt)
+            results.append(probe.run(ProbeContext(adapter, loaded, adapter.items(loaded))))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        lens_mod.fit_lens = real_fit
+    assert len(results) == 2 and len(fits) == 1  # the second waited for the lock and reused the lens
+    assert [r.tables["lens"] for r in results][0] == results[1].tables["lens"]
+    info = json.loads((Path(ckpt.path) / "tuned-lens" / FIT_INFO).read_text())
+    assert len(info["key"]) == 64 and info["fit_tokens"] == results[0].tables["lens"][0].fit_tokens
+    note = [n for n in results[0].notes if n.startswith("lens: fit on")][0]
+    assert f"fit on {info['fit_tokens']} held-out tokens" in note
+    assert f"{results[0].tables['lens'][0].held_out_tokens} other held-out tokens" in note
+    # other weights at the same path: the key differs, so the lens is refit
+    loaded = adapter.load(ckpt)
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.01)
+    again = probe.run(ProbeContext(adapter, loaded, adapter.items(loaded)))
+    assert any("other weights" in n and "retrained" in n for n in again.notes)
