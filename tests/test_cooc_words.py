@@ -158,3 +158,21 @@ def test_mask_none_is_all_words_and_shape_checked():
     assert cooc_chunk_mask(m, np.array([False, True])).tolist() == [False, True, False]
     with pytest.raises(ValueError):
         cooc_chunk_mask(m, np.array([True]))
+
+
+def test_train_drop_cooc_uses_the_counted_words(tmp_path: Path):
+    """``train --drop-cooc`` draws from the chunks with a co-occurring counted word, never from chunks
+    whose only co-occurring pairs are function words."""
+    from vlground.train import TrainConfig, train
+
+    c = _build(_chat(tmp_path / "chat", 24, lambda i: i % 2 == 0), tmp_path / "c", chunk_len=32)
+    counted, all_words = c.cooc_chunk_mask(), c.cooc_chunk_mask(all_words=True)
+    assert (all_words & ~counted).sum() > 10  # many chunks co-occur only through function words
+    run = train(TrainConfig(corpus=str(c.path), out=str(tmp_path / "run"), size="tiny", seed=0, progress=False,
+                            overrides={"steps": 1, "batch_size": 2, "checkpoint_every": 0, "checkpoint_dense_until": 0,
+                                       "drop_cooc": 0.5}))
+    split = json.loads((run / "split.json").read_text())
+    val = set(split["val"])
+    train_counted = [i for i in range(c.n_chunks) if counted[i] and i not in val]
+    assert split["dropped"] and counted[split["dropped"]].all()
+    assert len(split["dropped"]) == round(0.5 * len(train_counted))
