@@ -38,7 +38,9 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     gains_f = a.out / "step0-gains.parquet"
     if not gains_f.is_file():
-        corpus = build_default_corpus(a.out / "corpus", seed=0, n_files=a.files, chunk_len=a.chunk_len)
+        corpus = a.out / "corpus"
+        if not (corpus / "corpus.json").is_file():
+            corpus = build_default_corpus(corpus, seed=0, n_files=a.files, chunk_len=a.chunk_len, overwrite=True)
         frames = []
         for arch in a.archs.split(","):
             runs = [train(TrainConfig(corpus=str(corpus), out=str(a.out / arch / f"seed-{s}"), arch=arch, size="tiny", seed=s,
