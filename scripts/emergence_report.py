@@ -39,11 +39,12 @@ from pathlib import Path
 log = logging.getLogger("emergence_report")
 
 
-def probe(run_dir: Path, out: Path, probes: str, checkpoints: str, extra: list[str] | None = None) -> float:
-    """``vlground probe`` in a subprocess (one thread); returns its wall seconds."""
+def probe(run_dir: Path, out: Path, probes: str, checkpoints: str, mechanistic: str = "all", extra: list[str] | None = None) -> float:
+    """``vlground probe`` in a subprocess (one thread); returns its wall seconds. (``mechanistic``
+    is part of the probe's settings hash: keep it fixed for a folder, or its cache is refused.)"""
     exe = Path(sys.executable).with_name("vlground")
     argv = [str(exe) if exe.exists() else "vlground", "probe", "--adapter", "childes", "--run", str(run_dir), "--out", str(out),
-            "--probes", probes, "--checkpoints", checkpoints, "--mechanistic-checkpoints", checkpoints, "--no-report", *(extra or [])]
+            "--probes", probes, "--checkpoints", checkpoints, "--mechanistic-checkpoints", mechanistic, "--no-report", *(extra or [])]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     r = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("behaviour %s: %.0f s", rid, timing[rid])
             if a.mech:
                 probes = "saliency,heads" + (",lens" if a.lens else "")
-                timing[rid + " (mech)"] = probe(d, a.work / "mech" / safe, probes, "last")
+                timing[rid + " (mech)"] = probe(d, a.work / "mech" / safe, probes, "last", "last")
                 log.info("mechanistic %s: %.0f s", rid, timing[rid + " (mech)"])
     parts = [(rid, R.load(a.work / "probes" / rid.replace("/", "__"))) for rid in runs]
     report = a.work / "report"
