@@ -159,6 +159,12 @@ def _flag_dests(command: str, argv: tuple = ()) -> set[str]:
     return out
 
 
+def _flat_value(x) -> bool:
+    """A scalar, or a list of scalars (a generator's ``session_kinds: [[play, 0.7], ...]``)."""
+    scalar = (str, int, float)
+    return isinstance(x, scalar) or (isinstance(x, list) and all(isinstance(y, scalar) for y in x))
+
+
 def _options(c: _Check, opts: dict, key: str, known: set[str]) -> None:
     for k, v in opts.items():
         name = str(k)
@@ -167,8 +173,8 @@ def _options(c: _Check, opts: dict, key: str, known: set[str]) -> None:
 
             hint = get_close_matches(name, sorted(known), n=1)
             c.bad(f"{key}.{name}", "no such option" + (f" (did you mean {hint[0]}?)" if hint else ""))
-        elif not (isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v))):
-            c.bad(f"{key}.{name}", f"want a number, string, boolean or list, got {_show(v)}")
+        elif not (isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(_flat_value(x) for x in v))):
+            c.bad(f"{key}.{name}", f"want a number, string, boolean or list (of those, or of lists of those), got {_show(v)}")
 
 
 def _steps(c: _Check, v, key: str) -> None:
