@@ -21,7 +21,8 @@ HEAD = (
 
 
 def chat(*lines: str) -> str:
-    return HEAD + "".join(line + "\n" for line in lines) + "@End\n"
+    media = "@Media:\tt, audio\n" if any("\x15" in line for line in lines) else ""  # bullets need @Media
+    return HEAD + media + "".join(line + "\n" for line in lines) + "@End\n"
 
 
 def words(main_tier: str) -> list[str]:

@@ -130,7 +130,7 @@ def test_r2_is_not_read_on_noise():
     assert r.verdict == NOT_REPRODUCED and "permutation p" in r.this_run
     # the reported R² carries a bootstrap interval over words and a permutation p
     r = by_claim(claims_table(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}})), "R²")[TF]
-    assert r.verdict == REPRODUCED and "peak R² 0.80 [95% CI" in r.this_run and "permutation p 0.0005" in r.this_run
+    assert r.verdict == REPRODUCED and "peak R² 0.80 [95% CI" in r.this_run and "permutation p 5.0e-04" in r.this_run
 
 
 def test_sweep_and_demo_group_names_have_an_architecture():

@@ -35,7 +35,7 @@ def test_sweep_export_round_trips(tmp_path, capsys):
 def test_unknown_sweep_lists_the_bundled_ones(capsys):
     assert main(["sweep", "paper-txt", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "did you mean paper-text?" in err and "bundled: demo, paper-text, paper-vision" in err
+    assert err.count("\n") == 0 and "did you mean paper-text?" in err and "bundled: demo, emergence, emergence-cpu, paper-text, paper-vision" in err
     assert "site-packages" not in err and "configs/sweeps" not in err
     assert main(["sweep", "export", "nope"]) == 2
     assert "bundled: demo" in capsys.readouterr().err

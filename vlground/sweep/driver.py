@@ -148,7 +148,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         where = f"connect to Ray at {address}" if address else "start Ray"
         if address:
             raise InputError(f"cannot {where} ({type(exc).__name__}: {first})") from None
-        raise RayStartError(f"the local Ray instance did not start ({type(exc).__name__}: {first}); "
+        raise RayStartError(f"cannot start Ray: the local instance did not start ({type(exc).__name__}: {first}); "
                             "is the machine overloaded? run again to resume") from None
     _sigterm_as_interrupt()  # Ray sets its own handler on init; ours cancels the tasks cleanly
     return True
