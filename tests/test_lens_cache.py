@@ -121,11 +121,14 @@ def test_saved_lens_is_keyed_by_the_weights_and_fit_once_under_concurrency(tiny_
 
     lens_mod.fit_lens = counting_fit
     try:
-        def one():
-            loaded = adapter.load(ckpt)
+        # models are loaded before the threads start: transformers' from_pretrained (meta-device
+        # initialisation) is not thread-safe; the concurrency under test is the lens cache's
+        models = [adapter.load(ckpt) for _ in range(2)]
+
+        def one(loaded):
             results.append(probe.run(ProbeContext(adapter, loaded, adapter.items(loaded))))
 
-        threads = [threading.Thread(target=one) for _ in range(2)]
+        threads = [threading.Thread(target=one, args=(m,)) for m in models]
         for t in threads:
             t.start()
         for t in threads:
