@@ -129,4 +129,4 @@ def test_probe_cli_end_to_end_reports_views(setup, tmp_path, capsys):
     assert "image saliency by view: base" in " ".join(res.all_notes())
     html = (out / "report.html").read_text()
     assert "image saliency by view: base" in html
-    assert any(h["kind"] != "none" for h in heads) and "view_share@tiles" in html  # the aggregate heads' table
+    assert any(h["kind"] != "none" for h in heads) and "view share @tiles" in html  # the aggregate heads' table
