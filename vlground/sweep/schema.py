@@ -159,6 +159,16 @@ def _flag_dests(command: str, argv: tuple = ()) -> set[str]:
     return out
 
 
+def _number_list(c: "_Check", values, key: str, what: str, lo, hi, integer: bool = False) -> bool:
+    """Check a non-empty list of numbers in [lo, hi] (one line per bad entry); True if it is a non-empty list."""
+    if not isinstance(values, list) or not values:
+        c.bad(key, f"want a list of {what}, got {_show(values)}")
+        return False
+    for i, v in enumerate(values):
+        c.number(v, f"{key}[{i}]", lo, hi, integer=integer)
+    return True
+
+
 def _flat_value(x) -> bool:
     """A scalar, or a list of scalars (a generator's ``session_kinds: [[play, 0.7], ...]``)."""
     scalar = (str, int, float)
@@ -299,19 +309,9 @@ def _block(c: _Check, b: int, block, corpora: dict, size: str, hyper: set, archs
     elif len(corpora) > 1:
         c.bad(f"{key}.corpus", f"give one of {', '.join(corpora)}")
     seeds = block.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds:
-        c.bad(f"{key}.seeds", f"want a list of integers >= 0, got {_show(seeds)}")
-    else:
-        for i, s in enumerate(seeds):
-            c.number(s, f"{key}.seeds[{i}]", 0, integer=True)
-        if len(set(map(str, seeds))) != len(seeds):
-            c.bad(f"{key}.seeds", f"a seed is listed twice: {seeds}")
-    drops = block.get("drop_cooc", [0.0])
-    if not isinstance(drops, list) or not drops:
-        c.bad(f"{key}.drop_cooc", f"want a list of fractions in [0, 1], got {_show(drops)}")
-    else:
-        for i, d in enumerate(drops):
-            c.number(d, f"{key}.drop_cooc[{i}]", 0, 1)
+    if _number_list(c, seeds, f"{key}.seeds", "integers >= 0", 0, None, integer=True) and len(set(map(str, seeds))) != len(seeds):
+        c.bad(f"{key}.seeds", f"a seed is listed twice: {seeds}")
+    _number_list(c, block.get("drop_cooc", [0.0]), f"{key}.drop_cooc", "fractions in [0, 1]", 0, 1)
     if "drop_in" in block:
         c.one_of(block["drop_in"], f"{key}.drop_in", ("corpus", "train"))
     inits = block.get("vision_init", ["pretrained"])
