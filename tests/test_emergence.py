@@ -140,6 +140,16 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
             a = t.args[0]
             by_corpus.setdefault(t.run.split("/")[1], set()).add((t.run.split("/")[0], a[a.index("--steps") + 1], t.run.split("/")[2]))
         assert by_corpus["dense-control"] == by_corpus["childes"]  # same models, seeds and steps on both corpora
+    # every mechanistic checkpoint is one the schedule writes (--quick asked for step 15 of 0,1,2,4,8,10,20,30)
+    from vlground.train.checkpoint import checkpoint_steps
+
+    for argv in ([], ["--quick"], ["--steps", "250"], ["--steps", "37"]):
+        sw = demo_sweep(p.parse_args(argv + ["--out", "x"]))
+        t = sw.data["train"]
+        planned = checkpoint_steps(int(t["steps"]), int(t["checkpoint_every"]), int(t["checkpoint_dense_until"]))
+        mid, last = sw.data["probe"]["mechanistic_checkpoints"]
+        assert mid in planned and 0 < mid < int(t["steps"]) and last == "last", (argv, mid, planned)
+    assert demo_sweep(p.parse_args(["--out", "x"])).data["train"]["steps"] == 600  # the yaml's budget, not a CLI default
     lines = verdict_lines([
         {"group": "transformer/childes", "verdict": "no meaningful effect", "effect": 0.001, "ci_low": -0.01, "ci_high": 0.012,
          "power_note": "not at this budget: could have detected >= 0.02 nats"},

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default="transformer,lstm", help="architectures to train (default: transformer,lstm)")
     p.add_argument("--seeds", default=None, help="seeds per architecture and corpus (default: 0; 0,1,2 for seed bands; --vision: 0,1)")
-    p.add_argument("--steps", type=int, default=400, help="training steps per run (default: 600 of 8 x 512 tokens, as demo.yaml)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: demo.yaml's, 600 of 8 x 512 tokens)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray instance: tasks at once (default: one per core, at most 4)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus")
@@ -57,7 +57,7 @@ def demo_sweep(args: argparse.Namespace):
 
     data = yaml.safe_load((resources.files("vlground") / "configs" / "sweeps" / "demo.yaml").read_text(encoding="utf-8"))
     seeds = [int(s) for s in (args.seeds or "0").split(",") if s.strip()]
-    steps = args.steps
+    steps = args.steps if args.steps is not None else int(data["train"]["steps"])
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     if args.quick:
         seeds, steps = seeds[:1], 30
@@ -68,8 +68,16 @@ def demo_sweep(args: argparse.Namespace):
         block.update(archs=archs, seeds=seeds)
     data["train"]["steps"] = steps
     data["probe"]["probes"] = [p.strip() for p in args.probes.split(",") if p.strip()]
-    data["probe"]["mechanistic_checkpoints"] = [steps // 2, "last"]  # a middle step where a checkpoint falls, and the last
+    data["probe"]["mechanistic_checkpoints"] = [middle_checkpoint(data["train"], steps), "last"]
     return spec.from_dict(data, "demo.yaml", args.out)
+
+
+def middle_checkpoint(train: dict, steps: int) -> int:
+    """The checkpoint step nearest ``steps / 2`` that the training schedule actually writes."""
+    from vlground.train.checkpoint import checkpoint_steps
+
+    planned = checkpoint_steps(steps, int(train["checkpoint_every"]), int(train["checkpoint_dense_until"]))
+    return min(planned, key=lambda s: (abs(s - steps / 2), s))
 
 
 def corpus_of(group: str) -> str:
