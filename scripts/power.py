@@ -4,7 +4,7 @@ For each design (the demo's and the paper's item counts) and each noise setting,
 ``--sets`` simulated data sets with p < 0.05 at planted effects of 0 (type-I error), 0.05, 0.1 and
 0.2 nats, per method. Prints a Markdown table (the one in docs/statistics.md).
 
-    python scripts/power.py [--sets 500] [--methods word-t,bootstrap,mixed] [--mixed-sets 100]
+    python scripts/power.py [--sets 500] [--methods word-t,bootstrap,mixed] [--mixed-sets 100] [--designs demo,paper]
 
 Designs: demo = 40 object words x 16 frame pairs (4 ENV x 4 LAN templates) x 3 seeds
 (vlground/configs/sweeps/demo.yaml); paper = 40 words x 16 frame pairs x 5 seeds (the paper's 5
@@ -33,11 +33,13 @@ def main(argv=None) -> int:
     p.add_argument("--mixed-sets", type=int, default=100, help="data sets for the (slow) mixed model")
     p.add_argument("--methods", default="word-t,bootstrap,mixed")
     p.add_argument("--noise", default="measured,trained")
+    p.add_argument("--designs", default=",".join(DESIGNS), help=f"of {', '.join(DESIGNS)}")
     a = p.parse_args(argv)
     methods = a.methods.split(",")
     print("| design | noise | method | sets | p<0.05 at 0 (type-I) | 0.05 nats | 0.1 nats | 0.2 nats |")
     print("|---|---|---|---|---|---|---|---|")
-    for dname, dd in DESIGNS.items():
+    for dname in a.designs.split(","):
+        dd = DESIGNS[dname]
         for nname in a.noise.split(","):
             design = Design(**dd, **NOISE[nname])
             for m in methods:

@@ -156,3 +156,38 @@ def test_group_verdicts_with_several_seeds_uses_the_crossed_model():
     v = stats.group_verdicts(pd.DataFrame(rows), n_boot=200)[("tf", 10)]
     assert v.n_seeds == 3 and "word and seed" in v.estimate.method and v.estimate.n == len(rows)
     assert v.estimate.low < 0.8 < v.estimate.high and v.label == "grounded"
+
+
+def test_verdict_rows_memo_never_returns_another_inputs_verdicts():
+    """verdict_rows remembers verdicts for identical items (the report, claims and demo read them
+    several times); a changed gain, word or seed must be recomputed, and the rows equal a fresh run."""
+    import numpy as np
+    import pandas as pd
+
+    from vlground import stats
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in range(12):
+        for k in range(4):
+            base = {"group": "g", "step": 10, "seed": 0, "key": "r@10", "run": "r", "word": f"w{w}", "pair_id": f"w{w}-{k}",
+                    "direction": "env2lan"}
+            m = rng.normal(3.0, 0.1)
+            rows.append({**base, "condition": "match", "surprisal": m})
+            rows.append({**base, "condition": "mismatch", "surprisal": m + 0.3 + rng.normal(0, 0.05)})
+    items = pd.DataFrame(rows)
+    stats._VERDICT_MEMO.clear()
+    first = stats.verdict_rows(items, n_boot=200)
+    assert len(stats._VERDICT_MEMO) == 1
+    again = stats.verdict_rows(items.copy(), n_boot=200)
+    assert again == first and len(stats._VERDICT_MEMO) == 1  # same data: served from the memo
+    changed = items.copy()
+    changed.loc[changed["condition"] == "mismatch", "surprisal"] -= 0.3  # the effect removed
+    other = stats.verdict_rows(changed, n_boot=200)
+    assert len(stats._VERDICT_MEMO) == 2 and other[0]["effect"] < first[0]["effect"] - 0.2
+    renamed = items.copy()
+    renamed["word"] = renamed["word"].str.replace("w1", "v1")  # same gains, other words: other clusters
+    stats.verdict_rows(renamed, n_boot=200)
+    assert len(stats._VERDICT_MEMO) == 3
+    stats._VERDICT_MEMO.clear()
+    assert stats.verdict_rows(changed, n_boot=200) == other  # the memo returns what a fresh computation does

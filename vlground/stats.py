@@ -300,7 +300,7 @@ def verdict_rows(items, *, min_effect: float = MIN_EFFECT, correction: str = "ho
     if "group" not in gains:
         gains["group"] = gains["run"] if "run" in gains else "all"
     gains["seed"] = gains["seed"].fillna(-1) if "seed" in gains else 0
-    found = group_verdicts(gains, min_effect=min_effect, correction=correction, n_boot=n_boot, seed=seed)
+    found = _memo_group_verdicts(gains, min_effect=min_effect, correction=correction, n_boot=n_boot, seed=seed)
     rows = []
     for (g, st), v in sorted(found.items(), key=lambda kv: (str(kv[0][0]), math.inf if kv[0][1] is None else kv[0][1])):
         e = v.estimate
@@ -309,6 +309,31 @@ def verdict_rows(items, *, min_effect: float = MIN_EFFECT, correction: str = "ho
                      "p_corrected": v.p_corrected, "correction": correction, "min_effect": min_effect,
                      "verdict": v.label, "line": v.line()})
     return rows
+
+
+#: the last few group_verdicts results of this process, keyed by a hash of the data they were computed from
+_VERDICT_MEMO: dict = {}
+_VERDICT_MEMO_SIZE = 8
+
+
+def _memo_group_verdicts(gains, **options) -> dict:
+    """:func:`group_verdicts`, remembered for identical inputs within the process: the report, the
+    claims table and the demo's terminal lines all read the same verdicts, and each costs thousands
+    of bootstrap draws per step. The key is a SHA-256 of every value the verdicts depend on (group,
+    step, seed, word, gain, row order) and the options, so another input can never hit."""
+    import hashlib
+
+    import pandas as pd
+
+    cols = [c for c in ("group", "step", "seed", "word", "gain") if c in gains]
+    digest = hashlib.sha256(pd.util.hash_pandas_object(gains[cols], index=False).to_numpy().tobytes())
+    digest.update(repr((cols, len(gains), [str(gains[c].dtype) for c in cols])).encode())
+    key = (digest.hexdigest(), tuple(sorted(options.items())))
+    if key not in _VERDICT_MEMO:
+        if len(_VERDICT_MEMO) >= _VERDICT_MEMO_SIZE:
+            _VERDICT_MEMO.pop(next(iter(_VERDICT_MEMO)))
+        _VERDICT_MEMO[key] = group_verdicts(gains, **options)
+    return dict(_VERDICT_MEMO[key])  # Verdicts are frozen; the dict is the caller's
 
 
 def final_rows(rows: list[dict]) -> list[dict]:

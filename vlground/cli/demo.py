@@ -61,7 +61,7 @@ def demo_sweep(args: argparse.Namespace):
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     if args.quick:
         seeds, steps = seeds[:1], 30
-        data["train"].update(batch_size=4, checkpoint_every=10, checkpoint_dense_until=8, warmup_steps=5, log_every=10)
+        data["train"].update(batch_size=4, checkpoint_every=15, checkpoint_dense_until=4, warmup_steps=5, log_every=10)
         for c in data["corpora"].values():
             c["options"]["files"] = 16
     for block in data["grid"]:
