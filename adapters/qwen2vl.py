@@ -45,9 +45,10 @@ class Qwen2VLAdapter(HFVisionLanguageAdapter):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         sizes = {k: v for k, v in (("min_pixels", self.options.min_pixels), ("max_pixels", self.options.max_pixels)) if v}
-        images = Qwen2VLImageProcessorPil.from_pretrained(path, **sizes)
+        hub = self.hub_kwargs()  # --revision / --trust-remote-code, as for the model
+        images = Qwen2VLImageProcessorPil.from_pretrained(path, **sizes, **hub)
         merge = images.merge_size ** 2
-        return ImageTextProcessor(images, AutoTokenizer.from_pretrained(path), "<|image_pad|>",
+        return ImageTextProcessor(images, AutoTokenizer.from_pretrained(path, **hub), "<|image_pad|>",
                                   lambda out, i: int(out["image_grid_thw"][i].prod()) // merge, token_types=True)
 
     def image_layout(self, loaded, enc, image_size):

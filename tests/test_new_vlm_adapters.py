@@ -191,3 +191,30 @@ def test_hub_fingerprint_is_the_resolved_commit_of_the_local_snapshot(tmp_path, 
     assert fingerprint("me/vlm") == f"hub:me/vlm@{commit_b}"
     assert fingerprint("me/other") == "id:me/other"  # not cached, offline: unpinned
     assert fingerprint("me/other", revision="c" * 40) == f"hub:me/other@{'c' * 40}"
+
+
+@pytest.mark.parametrize("name", ["qwen2vl", "internvl", "llava15"])
+def test_revision_reaches_every_processor_from_pretrained(name, monkeypatch, mm):
+    """A pinned --revision must reach the processor's parts too (the Qwen2-VL adapter's own
+    load_processor dropped it), or the model and its tokenizer can come from different commits."""
+    import transformers
+    from transformers.models.got_ocr2 import image_processing_pil_got_ocr2 as got
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as q2
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        seen.append(kwargs)
+        raise Stop
+
+    for owner, attr in ((transformers.AutoTokenizer, "from_pretrained"), (transformers.AutoProcessor, "from_pretrained"),
+                        (transformers.AutoConfig, "from_pretrained"), (q2.Qwen2VLImageProcessorPil, "from_pretrained"),
+                        (got.GotOcr2ImageProcessorPil, "from_pretrained")):
+        monkeypatch.setattr(owner, attr, record)
+    a = get_adapter_class(name).from_options(vlm_options("me/some-vlm", mm, revision="0123abc"))
+    with pytest.raises(Stop):
+        a.load_processor("me/some-vlm")
+    assert seen and all(kw.get("revision") == "0123abc" for kw in seen), seen
