@@ -147,15 +147,25 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
         sw = demo_sweep(p.parse_args(argv + ["--out", "x"]))
         t = sw.data["train"]
         planned = checkpoint_steps(int(t["steps"]), int(t["checkpoint_every"]), int(t["checkpoint_dense_until"]))
-        mid, last = sw.data["probe"]["mechanistic_checkpoints"]
-        assert mid in planned and 0 < mid < int(t["steps"]) and last == "last", (argv, mid, planned)
+        *marks, last = sw.data["probe"]["mechanistic_checkpoints"]
+        assert marks and all(m in planned and 0 < m < int(t["steps"]) for m in marks) and last == "last", (argv, marks, planned)
     assert demo_sweep(p.parse_args(["--out", "x"])).data["train"]["steps"] == 600  # the yaml's budget, not a CLI default
+    long = demo_sweep(p.parse_args(["--long", "--out", "x"]))
+    assert long.data["train"]["steps"] == 2000 and long.data["grid"][0]["archs"] == ["transformer"]
+    assert demo_sweep(p.parse_args(["--long", "--archs", "transformer,lstm", "--out", "x"])).data["grid"][0]["archs"] == ["transformer", "lstm"]
+    from vlground.errors import InputError
+
+    with pytest.raises(InputError, match="exclude"):
+        demo_sweep(p.parse_args(["--long", "--quick", "--out", "x"]))
     lines = verdict_lines([
         {"group": "transformer/childes", "verdict": "no meaningful effect", "effect": 0.001, "ci_low": -0.01, "ci_high": 0.012,
          "power_note": "not at this budget: could have detected >= 0.02 nats"},
         {"group": "transformer/dense-control", "verdict": "grounded", "effect": 1.9, "ci_low": 1.5, "ci_high": 2.3, "power_note": ""},
     ], 1_638_400)
-    assert lines[0].startswith("dense control (positive control) at 1.64M tokens: transformer grounded, +1.9 nats")
+    assert lines[0].startswith("dense control (a positive control only from ~6.1M tokens: vlground demo --long) at 1.64M tokens: "
+                               "transformer grounded, +1.9 nats")
+    assert verdict_lines([{"group": "transformer/dense-control", "verdict": "grounded", "effect": 2.5, "ci_low": 2.0, "ci_high": 3.0,
+                           "power_note": ""}], 8_192_000)[0].startswith("dense control (positive control) at 8.19M tokens")
     assert lines[1].startswith("CHILDES density at 1.64M tokens: transformer no meaningful effect") and "not at this budget" in lines[1]
 
 
