@@ -5,9 +5,11 @@ command's options applied, on an embedded, lean Ray instance (no dashboard; one 
 killing the demo stops its tasks and the instance). Each task resumes: re-running skips what is
 finished.
 
-1. generate two CHILDES-like CHAT corpora: a dense-co-occurrence **positive control**
-   (``dense-control``: object words co-occur in ~83 % of 512-token chunks) and one at CHILDES's
-   density (``childes``: ~30 %, "roughly one-third" as the paper reports);
+1. generate two CHILDES-like CHAT corpora: a dense-co-occurrence control (``dense-control``:
+   object words co-occur in ~84 % of 512-token chunks; the **positive control** at ``--long``'s
+   8.2M tokens, where it was found grounded, while at the default 2.5M tokens neither corpus is
+   grounded yet) and one at CHILDES's density (``childes``: ~30 %, "roughly one-third" as the
+   paper reports);
 2. train tiny Transformer and LSTM models on each, same models, seeds and token budget;
 3. probe every checkpoint through the ``childes`` adapter: behaviour on all of them, the
    mechanistic probes (saliency, heads, ablation, lens) on a few;
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "two bundled corpora (a dense positive control, CHILDES density) -> tiny models -> probes -> report, on a laptop CPU"
+HELP = "two bundled corpora (a dense control, CHILDES density) -> tiny models -> probes -> report, on a laptop CPU (--long: the positive control's budget)"
 
 #: what docs/emergence.md measured at CHILDES density (printed beside the demo's CHILDES verdict)
 EMERGENCE_FINDING = "docs/emergence.md: the tiny Transformer at CHILDES density first reaches the minimum effect between 3.3M and 4.9M tokens (one seed, generated data)"
