@@ -44,7 +44,7 @@ _HELP = {
     "train": "train testbed language models with a checkpoint trajectory",
     "probe": "run grounding probes on checkpoints through an adapter",
     "build-mismatch": "make mismatched images by inpainting annotated objects",
-    "demo": "two bundled corpora (a dense positive control, CHILDES density) -> tiny models -> probes -> report, on a laptop CPU",
+    "demo": "two bundled corpora (a dense control, CHILDES density) -> tiny models -> probes -> report, on a laptop CPU (--long: the positive control's budget)",
     "monitor": "flag ungrounded object words at generation time; evaluate on POPE, CHAIR, testbed",
     "sweep": "a grid of corpora x architectures x seeds as tasks on Ray (local or a cluster)",
     "check-adapter": "check an adapter against the interface (geometry, forward path, pairs, scoring)",
