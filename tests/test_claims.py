@@ -305,3 +305,37 @@ def test_match_mismatch_uses_the_stats_verdict_on_items():
     # the records say 1.2 nats, but the items (the data the statistics rest on) say 0.02: not reproduced
     res = _with_items(make_results({TF: {"r2": RISE_FALL, "ig": RISING_IG}}), gain=0.02, spread=0.01)
     assert by_claim(claims_table(res), "match < mismatch")[TF].verdict == NOT_REPRODUCED
+
+
+def test_one_number_format_in_key_findings_claims_and_tables(tmp_path):
+    """One formatter (vlground.numbers): for the same group and step, the information gain, its
+    interval and p read the same in the key findings, the claims row and the behaviour section's
+    verdict table, and the match surprisal the same in the claims row and the mean-over-seeds table.
+    The lstm group's tiny gain (2e-4 nats) is where own formats used to differ (+0.000 vs 2.00e-04)."""
+    import html
+    import re
+
+    from test_report import _planted
+
+    from vlground import numbers
+    from vlground.report import write_report
+
+    res = _planted(tmp_path, groups={"transformer": 1.0, "lstm": 2e-4})
+    page = write_report(tmp_path, res).read_text()
+    findings = page[page.index('id="key-findings"'):]
+    for group in ("transformer", "lstm"):
+        li = html.unescape(re.search(rf"<li><strong>{group}</strong>(.*?)</li>", findings, re.S).group(1))
+        m = re.search(r"at step (\d+) .*?information gain (\S+) nats \[95% CI (.+?) \(.*?\), \S+ (p (?:=|<) \S+)", li)
+        step, gain, interval, p = m.groups()
+        row = re.search(rf"<td>match &lt; mismatch<br><small>{group}</small></td><td><b>[^<]+</b></td><td>(.*?)</td>", page, re.S)
+        claim = html.unescape(row.group(1))
+        assert f"step {step}" in claim and f"information gain {gain} nats [95% CI {interval} (" in claim and p in claim, (li, claim)
+        sec = page[page.index(f'id="behaviour-{group}"'):]
+        sec = sec[:sec.index("</section>")]
+        verdict_row = re.search(rf"<tr><td>{step}</td>(.*?)</tr>", sec).group(1)  # the verdict table comes first
+        assert f"<td>{html.escape(gain)}</td>" in verdict_row and f"<td>{html.escape(interval)}</td>" in verdict_row, verdict_row
+        match = re.search(r"match (\S+), mismatch (\S+);", claim).group(1)
+        at = [c for c in res.checkpoint_rows() if c["group"] == group and c["step"] == int(step)]
+        assert match == numbers.num(sum(c["match_surprisal"] for c in at) / len(at))
+        mean_rows = re.findall(rf"<tr><td>{step}</td>.*?</tr>", sec)
+        assert any(f"<td>{match}</td>" in r for r in mean_rows), mean_rows
