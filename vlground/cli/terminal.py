@@ -74,5 +74,7 @@ def configure(verbosity: int = 0) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
     logging.captureWarnings(True)
-    warnings.simplefilter("default")  # python warnings: once per place, routed through logging above
+    # python warnings: once per place, routed through logging above; appended, so filters already set
+    # (python -W, PYTHONWARNINGS, pytest's filterwarnings that turn vlground's warnings into errors) still win
+    warnings.simplefilter("default", append=True)
     quiet_third_party(verbosity)
