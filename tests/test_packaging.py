@@ -85,23 +85,25 @@ HEAVY = ("torch", "transformers", "pandas", "ray", "statsmodels", "matplotlib", 
 
 
 def test_every_help_imports_nothing_heavy():
-    """``vlground <command> --help``, for every command, answers without importing torch,
-    transformers, pandas and the like (scripts/bench/bench_help.py measures the time against
-    ``import numpy``; here the cause, which does not depend on the machine's load). One fresh
+    """``vlground <command> --help``, for every command (and with the text adapter named: its own
+    flags), answers without importing torch, transformers, pandas and the like
+    (scripts/bench/bench_help.py measures the time against ``import numpy``; here the cause, which
+    does not depend on the machine's load). One fresh
     interpreter runs every command's help in turn and records what each one newly imported; a
     second shows the check can fail: the probes' torch is imported once a probe computes."""
     code = textwrap.dedent(f"""
         import contextlib, io, json, sys
         from vlground.cli import COMMANDS, main
         found = {{}}
-        for cmd in ["", *COMMANDS]:
+        for cmd in [[], *([c] for c in COMMANDS), ["probe", "--adapter", "childes"], ["check-adapter", "childes"]]:
             before = set(sys.modules)
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()) as out:
                 try:
-                    main([cmd, "--help"] if cmd else ["--help"])
+                    main([*cmd, "--help"])
                 except SystemExit:
                     pass
-            found[cmd or "vlground"] = sorted(m for m in {HEAVY!r} if m in sys.modules and m not in before)
+            assert "usage:" in out.getvalue(), cmd
+            found[" ".join(cmd) or "vlground"] = sorted(m for m in {HEAVY!r} if m in sys.modules and m not in before)
         print(json.dumps(found))
         """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -109,7 +111,7 @@ def test_every_help_imports_nothing_heavy():
     from vlground.cli import COMMANDS
 
     found = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(found) == {"vlground", *COMMANDS}
+    assert set(found) == {"vlground", *COMMANDS, "probe --adapter childes", "check-adapter childes"}
     assert {cmd: mods for cmd, mods in found.items() if mods} == {}
     control = textwrap.dedent("""
         import sys
