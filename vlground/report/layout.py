@@ -76,8 +76,8 @@ class Layout:
 #: Chromium-family executables looked up on PATH, in this order
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "chrome-headless-shell")
 #: what to do without one (the skip reason of the layout tests, the error of :func:`measure_tables`)
-INSTALL_HINT = (f"no Chromium-family browser ({', '.join(BROWSERS)}) on PATH and $VLGROUND_CHROMIUM unset; "
-                "install the system package (Debian/Ubuntu: apt-get install chromium): none on PyPI ships one")
+INSTALL_HINT = (f"no Chromium-family browser: $VLGROUND_CHROMIUM names none and none of {', '.join(BROWSERS)} is on "
+                "PATH; install the system package (Debian/Ubuntu: apt-get install chromium): none on PyPI ships one")
 
 
 def find_chromium() -> str | None:
