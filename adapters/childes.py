@@ -28,11 +28,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vlground.corpus.format import Corpus, env_token, lan_token, speaker_token
 from vlground.engine.adapter import Adapter, Capability, Checkpoint, LoadedModel, ProbeBatch, ProbeItem, resolve_device
 from vlground.errors import InputError
+from vlground.lazy import torch  # imported on first use: `probe --adapter childes --help` needs no torch
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
 
     print(check_report(args.html))
     if layout.find_chromium() is None:
-        print("no chromium on PATH; apt-get install chromium", file=sys.stderr)
+        print(layout.INSTALL_HINT, file=sys.stderr)
         return 2
     bad = layout.problems(layout.measure_tables(args.html, args.width))
     for line in bad:

@@ -135,7 +135,8 @@ def _check(res: dict, out: Path):
         assert r["auroc"] is None or 0 <= r["auroc"] <= 1
     import csv
 
-    words = list(csv.DictReader((out / "words.csv").open()))
+    with (out / "words.csv").open(newline="") as f:
+        words = list(csv.DictReader(f))
     assert len(words) == res["n_words"]
     assert all(0 <= float(w["score"]) <= 1 and 0 <= float(w["share"]) <= 1 and 0 < float(w["prob"]) <= 1 for w in words)
     assert json.loads((out / "heads.json").read_text())["layers"] == "1-based"

@@ -2,8 +2,10 @@
 holds in the editable install and in a built wheel, and no top-level name collides with PyPI."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import textwrap
 import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -78,13 +80,48 @@ def test_installed_metadata_is_light_and_composable():
     assert "torch==" in (ROOT / "constraints.txt").read_text()
 
 
-def test_train_help_does_not_import_torch():
-    """``vlground train --help`` answers without loading torch (the measured ratio to ``import numpy``
-    is in the README; here the cause, which does not depend on the machine's load)."""
-    code = ("import sys, contextlib, io\nfrom vlground.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n        main(['train', '--help'])\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'ray', 'pandas') if m in sys.modules))")
+#: imported by no command's --help (each costs seconds; the help text needs none of them)
+HEAVY = ("torch", "transformers", "pandas", "ray", "statsmodels", "matplotlib", "diffusers", "pyarrow")
+
+
+def test_every_help_imports_nothing_heavy():
+    """``vlground <command> --help``, for every command (and with the text adapter named: its own
+    flags), answers without importing torch, transformers, pandas and the like
+    (scripts/bench/bench_help.py measures the time against ``import numpy``; here the cause, which
+    does not depend on the machine's load). One fresh
+    interpreter runs every command's help in turn and records what each one newly imported; a
+    second shows the check can fail: the probes' torch is imported once a probe computes."""
+    code = textwrap.dedent(f"""
+        import contextlib, io, json, sys
+        from vlground.cli import COMMANDS, main
+        found = {{}}
+        for cmd in [[], *([c] for c in COMMANDS), ["probe", "--adapter", "childes"], ["check-adapter", "childes"]]:
+            before = set(sys.modules)
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    main([*cmd, "--help"])
+                except SystemExit:
+                    pass
+            assert "usage:" in out.getvalue(), cmd
+            found[" ".join(cmd) or "vlground"] = sorted(m for m in {HEAVY!r} if m in sys.modules and m not in before)
+        print(json.dumps(found))
+        """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]", proc.stdout
+    from vlground.cli import COMMANDS
+
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(found) == {"vlground", *COMMANDS, "probe --adapter childes", "check-adapter childes"}
+    assert {cmd: mods for cmd, mods in found.items() if mods} == {}
+    control = textwrap.dedent("""
+        import sys
+        from vlground.probes import get_probe_class
+        get_probe_class("heads")
+        print("torch" in sys.modules)
+        from vlground.probes.common import torch
+        torch.zeros(1)
+        print("torch" in sys.modules)
+        """)
+    proc = subprocess.run([sys.executable, "-c", control], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]

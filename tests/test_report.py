@@ -158,3 +158,18 @@ def test_frame_refuses_an_unknown_table_and_drops_empty_optional_columns(tmp_pat
     rows[0]["n_inside"] = 3  # one image row: the column stays, with its empty cells
     vlm = Results(settings={}, checkpoints=res.checkpoints, probes=res.probes, columnar={"items": rows})
     assert "n_inside" in vlm.frame("items") and "layout" not in vlm.frame("items")
+
+
+def test_find_chromium_honours_the_environment_and_says_how_to_install(tmp_path, monkeypatch):
+    """``$VLGROUND_CHROMIUM`` picks the browser (no PyPI package ships one); a path that is not an
+    executable is no browser; the hint names the system package."""
+    from vlground.report.layout import INSTALL_HINT, find_chromium
+
+    exe = tmp_path / "my-chrome"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("VLGROUND_CHROMIUM", str(exe))
+    assert find_chromium() == str(exe)
+    monkeypatch.setenv("VLGROUND_CHROMIUM", str(tmp_path / "missing"))
+    assert find_chromium() is None
+    assert "apt-get install chromium" in INSTALL_HINT and "PyPI" in INSTALL_HINT

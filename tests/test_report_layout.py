@@ -1,16 +1,17 @@
 """The report reads whole at 1280 px: measured in headless Chromium (``vlground.report.layout``).
 
-Skips with a reason when no Chromium is on PATH (Debian: ``apt-get install chromium``); the rest of
-the suite, and ``.ci/run``, do not need it.
+Skips with a reason when no Chromium-family browser is found (``vlground.report.layout.INSTALL_HINT``:
+none on PATH and ``$VLGROUND_CHROMIUM`` unset; Debian: ``apt-get install chromium``; no PyPI package
+ships one, so the ``[test]`` extra cannot). The rest of the suite, and ``.ci/run``, do not need it.
 """
 from __future__ import annotations
 
 import pytest
 
 from vlground.report import write_report
-from vlground.report.layout import find_chromium, measure_tables, problems
+from vlground.report.layout import INSTALL_HINT, find_chromium, measure_tables, problems
 
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="needs headless Chromium on PATH (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason=f"needs headless Chromium: {INSTALL_HINT}")
 
 #: the report's old layout: nowrap cells in a 480-px scroll box (what issue 23 saw)
 OLD = ("<!doctype html><html><head><style>body{max-width:1200px;margin:auto}.scroll{overflow-x:auto;max-height:480px;"

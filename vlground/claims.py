@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from vlground.numbers import num, pct, pval, signed  # one number format everywhere (report, terminal, claims)
 from vlground.results import Results, seed_summary
 from vlground.stats import ALPHA, MIN_EFFECT
 
@@ -133,8 +134,6 @@ def _series(summary: list[dict], group: str, field: str) -> list[tuple[int, floa
 
 
 def _p(p) -> str:
-    from vlground.numbers import pval  # one number format everywhere
-
     return pval(p)
 
 
@@ -186,18 +185,18 @@ def claim_match_lt_mismatch(res: Results, s: ClaimSettings, verdicts: list[dict]
             v = found[group]
             ok = v["verdict"] == "grounded"
             desc = (f"{_at(-1 if v['step'] is None else v['step'])} (the last step with all {v['n_seeds']} seed(s)): "
-                    f"match {m:.3f}, mismatch {mm:.3f}; {v['line']}")
+                    f"match {num(m)}, mismatch {num(mm)}; {v['line']}")
             why = (f"vlground.stats verdict 'grounded' (p < {ALPHA:g} after {s.correction} correction across the group's steps, "
                    f"and the estimate >= {s.min_effect} nats): the report's key finding for this group")
         else:
             ps = _seed_words_p(fin)
             if all(p is None for p in ps):
                 rows.append(ClaimRow("match < mismatch", group, PAPER["match<mismatch"],
-                                     f"{_at(st)}: information gain {_mean(ig):+.3f} nats, no clustered p-value", NOT_TESTABLE,
+                                     f"{_at(st)}: information gain {signed(_mean(ig))} nats, no clustered p-value", NOT_TESTABLE,
                                      "needs per-item rows or the behaviour probe's word_p_value (re-probe)"))
                 continue
             ok, mean, worst = _effect(ig, ps, s)
-            desc = (f"{_at(st)}, {len(fin)} seed(s): match {m:.3f}, mismatch {mm:.3f}, information gain {mean:+.3f} nats, "
+            desc = (f"{_at(st)}, {len(fin)} seed(s): match {num(m)}, mismatch {num(mm)}, information gain {signed(mean)} nats, "
                     f"largest per-seed p {_p(worst)} (t-test over word means)")
             why = f"information gain >= {s.min_effect} nats (mean over seeds) and p < {s.alpha:g} in every seed (clustered by word)"
         rows.append(ClaimRow("match < mismatch", group, PAPER["match<mismatch"], desc, REPRODUCED if ok else NOT_REPRODUCED, why))
@@ -241,7 +240,7 @@ def r2_by_step(res: Results, group: str, prefix: str = "") -> dict[int, tuple]:
 
 
 def _r2_txt(t) -> str:
-    return f"R² {t.r2:.2f} [95% CI {t.low:.2f}, {t.high:.2f}], permutation p {_p(t.p_value)}, {t.n_words} words"
+    return f"R² {num(t.r2)} [95% CI {num(t.low)}, {num(t.high)}], permutation p {_p(t.p_value)}, {t.n_words} words"
 
 
 def claim_r2(res: Results, s: ClaimSettings) -> list[ClaimRow]:
@@ -278,9 +277,9 @@ def claim_r2(res: Results, s: ClaimSettings) -> list[ClaimRow]:
         ig_at = dict(ig)
         k = max(range(len(r2)), key=lambda i: r2[i][1])
         peak_step, first, last = r2[k][0], r2[0][0], r2[-1][0]
-        desc = (f"R² {r2[0][1]:.2f} (step {first}) -> peak {_r2_txt(tests[peak_step])} (step {peak_step}) -> "
-                f"{_r2_txt(tests[last])} (step {last}); information gain {ig_at.get(first, math.nan):+.3f} -> "
-                f"{ig_at.get(peak_step, math.nan):+.3f} -> {ig_at.get(last, math.nan):+.3f} nats")
+        desc = (f"R² {num(r2[0][1])} (step {first}) -> peak {_r2_txt(tests[peak_step])} (step {peak_step}) -> "
+                f"{_r2_txt(tests[last])} (step {last}); information gain {signed(ig_at.get(first))} -> "
+                f"{signed(ig_at.get(peak_step))} -> {signed(ig_at.get(last))} nats")
         final_gain = ig_at.get(last, math.nan)
         if arch == "lstm":
             if not final_gain >= s.min_effect:
@@ -335,7 +334,7 @@ def claim_flow(res: Results, s: ClaimSettings) -> list[ClaimRow]:
         mid = middle_layers(n, s)
         peak_layer = max(layers, key=layers.get)
         mid_txt = f"{mid[0]}-{mid[-1]}" if mid else "none"
-        desc = f"step {last}: environment flow peaks at layer {peak_layer} of {n} ({layers[peak_layer]:.2f}x the rest; middle = {mid_txt})"
+        desc = f"step {last}: environment flow peaks at layer {peak_layer} of {n} ({num(layers[peak_layer])}x the rest; middle = {mid_txt})"
         if peak_layer not in mid:
             rows.append(ClaimRow("environment flow peaks in middle layers after the R² drop", group, PAPER["flow middle"], desc,
                                  NOT_REPRODUCED, f"peak layer outside the middle layers {mid_txt}"))
@@ -359,9 +358,9 @@ def claim_flow(res: Results, s: ClaimSettings) -> list[ClaimRow]:
         before, after = mid_flow(at), mid_flow(last)
         ok = after - before >= s.flow_rise * abs(before)
         rows.append(ClaimRow("environment flow peaks in middle layers after the R² drop", group, PAPER["flow middle"],
-                             desc + f"; middle-layer flow {before:.2f} at step {at} (R² peak {rf[0]}) -> {after:.2f} at step {last}",
+                             desc + f"; middle-layer flow {num(before)} at step {at} (R² peak {rf[0]}) -> {num(after)} at step {last}",
                              REPRODUCED if ok else NOT_REPRODUCED,
-                             f"peak layer in the middle and middle-layer flow rises >= {s.flow_rise:.0%} after the R² peak"))
+                             f"peak layer in the middle and middle-layer flow rises >= {pct(s.flow_rise)} after the R² peak"))
     return rows
 
 
@@ -386,8 +385,8 @@ def _ablation_effect(rs: list[dict], s: ClaimSettings) -> tuple[bool | None, str
     ok, mean, worst = _effect(d, [r.get("p_value") for r in tested], s)
     ok = ok and len(tested) == len(rs)
     n = sum(r["n_items"] for r in tested)
-    return ok, (f"interv. - ctrl. {mean:+.3f} nats, largest item-level p {_p(worst)}, {n} items over {len(tested)}/{len(rs)} seed(s), "
-                f"avg. count {_mean(r['avg_count'] for r in rs):.1f}")
+    return ok, (f"interv. - ctrl. {signed(mean)} nats, largest item-level p {_p(worst)}, {n} items over {len(tested)}/{len(rs)} seed(s), "
+                f"avg. count {num(_mean(r['avg_count'] for r in rs))}")
 
 
 def claim_heads(res: Results, s: ClaimSettings) -> list[ClaimRow]:
@@ -441,7 +440,7 @@ def claim_reverse(res: Results, s: ClaimSettings, verdicts: list[dict] | None = 
             ps = _seed_words_p(finals, "reverse_")
             if all(x is None for x in ps):
                 rows.append(ClaimRow("the reverse direction is weaker", group, PAPER["reverse weaker"],
-                                     f"information gain forward {fwd:+.3f}, reverse {back:+.3f} nats; no clustered p-value",
+                                     f"information gain forward {signed(fwd)}, reverse {signed(back)} nats; no clustered p-value",
                                      NOT_TESTABLE, "needs per-item rows or the behaviour probe's reverse_word_p_value (re-probe)"))
                 continue
             p = max((x if x is not None else 1.0) for x in ps)
@@ -450,7 +449,7 @@ def claim_reverse(res: Results, s: ClaimSettings, verdicts: list[dict] | None = 
         still = back > 0 and p < 0.05
         rows.append(ClaimRow(
             "the reverse direction is weaker", group, PAPER["reverse weaker"],
-            f"{_at(_step(finals[0]))}: information gain forward {fwd:+.3f}, reverse {back:+.3f} nats (reverse: {test})",
+            f"{_at(_step(finals[0]))}: information gain forward {signed(fwd)}, reverse {signed(back)} nats (reverse: {test})",
             REPRODUCED if weaker and still else NOT_REPRODUCED,
             f"forward - reverse >= {s.min_effect} nats and reverse gain > 0 with p < 0.05, clustered by word"))
     return rows
@@ -482,8 +481,8 @@ def claim_random_init(res: Results, s: ClaimSettings) -> list[ClaimRow]:
             continue
         level = pre[-1][1] / 2
         a, b = first_step_reaching(pre, level), first_step_reaching(rnd, level)
-        desc = (f"final information gain {pre[-1][1]:+.3f} (pretrained) vs {rnd[-1][1]:+.3f} (random init); half of the "
-                f"pretrained final ({level:+.3f}) reached at step {a} vs {'never' if b is None else b}")
+        desc = (f"final information gain {signed(pre[-1][1])} (pretrained) vs {signed(rnd[-1][1])} (random init); half of the "
+                f"pretrained final ({signed(level)}) reached at step {a} vs {'never' if b is None else b}")
         if pre[-1][1] < s.min_effect:
             rows.append(ClaimRow(name, g, PAPER["random-init slower"], desc, NOT_TESTABLE,
                                  f"the pretrained group's final gain is below {s.min_effect} nats"))

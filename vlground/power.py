@@ -48,18 +48,22 @@ def detectable_effect(ci_low: float, ci_high: float, *, n_tests: int = 1, alpha:
 
 
 def _nats(x: float) -> str:
-    return f"{x:.3f}" if abs(x) >= 0.01 else f"{x:.2g}"
+    from vlground.numbers import num  # one number format everywhere: the report's "detectable" column reads the same
+
+    return num(x)
 
 
 def power_note(detectable: float, ci_high: float, *, n_tests: int = 1, alpha: float = ALPHA, power: float = POWER) -> str:
     """``not at this budget: could have detected >= X nats (80% power, alpha 0.05/N); gains above
     +Y nats excluded (95% CI)``; empty when neither number is finite."""
+    from vlground.numbers import signed
+
     parts = []
     if math.isfinite(detectable):
         level = f"alpha {alpha:g}" + (f"/{n_tests}" if n_tests > 1 else "")
         parts.append(f"could have detected >= {_nats(detectable)} nats ({power:.0%} power, {level})")
     if math.isfinite(ci_high):
-        parts.append(f"gains above {ci_high:+.3g} nats excluded (95% CI)")
+        parts.append(f"gains above {signed(ci_high)} nats excluded (95% CI)")  # as the CI's upper end reads
     return ("not at this budget: " + "; ".join(parts)) if parts else ""
 
 

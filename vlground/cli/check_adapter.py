@@ -35,7 +35,6 @@ def adapter_parser(cls, prog: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vlground.engine.registry import get_adapter_class
-    from vlground.testing import check_adapter
 
     cls = get_adapter_class(args.adapter)
     rest = _own_flags(args, list(args.options))  # --max-items / --no-paint may come after NAME too
@@ -43,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         opts = adapter_parser(cls, f"vlground check-adapter {args.adapter}").parse_args(rest)
     except SystemExit as exc:  # --help, or a usage error already printed on one line
         return int(exc.code or 0)
+    from vlground.testing import check_adapter  # the kit (torch, transformers): not for NAME --help
+
     adapter = cls.from_options(vars(opts))
     try:
         report = check_adapter(adapter, max_items=args.max_items, paint=not args.no_paint)

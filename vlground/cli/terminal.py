@@ -9,6 +9,8 @@ step; their own warnings are shown at the ERROR level unless ``-vv``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 #: third-party loggers kept at ERROR unless -vv (their INFO/WARNING chatter is not the user's business)
@@ -42,10 +44,19 @@ class _Format(logging.Formatter):
 
 
 def quiet_third_party(verbosity: int = 0) -> None:
-    """Switch off transformers / huggingface_hub progress bars and their below-ERROR logs."""
+    """Switch off transformers / huggingface_hub progress bars and their below-ERROR logs.
+
+    When transformers is not imported yet (a command that may never need it: ``vlground list``,
+    ``check-adapter NAME --help``), this sets the environment variables both libraries read when
+    they are imported (``TRANSFORMERS_VERBOSITY``, ``HF_HUB_DISABLE_PROGRESS_BARS``; a value the
+    user set is kept) instead of importing them."""
     level = logging.DEBUG if verbosity >= 2 else logging.ERROR
     for name in NOISY:
         logging.getLogger(name).setLevel(level)
+    if "transformers" not in sys.modules and "huggingface_hub" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "debug" if verbosity >= 2 else "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
     try:
         from transformers.utils import logging as tlog
 
@@ -74,5 +85,7 @@ def configure(verbosity: int = 0) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
     logging.captureWarnings(True)
-    warnings.simplefilter("default")  # python warnings: once per place, routed through logging above
+    # python warnings: once per place, routed through logging above; appended, so filters already set
+    # (python -W, PYTHONWARNINGS, pytest's filterwarnings that turn vlground's warnings into errors) still win
+    warnings.simplefilter("default", append=True)
     quiet_third_party(verbosity)

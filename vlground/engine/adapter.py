@@ -36,12 +36,13 @@ import abc
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 from vlground.errors import InputError
 from vlground.mechanism.sites import AttentionSites  # where heads live: one description for all probes
+
+if TYPE_CHECKING:  # torch is imported where it runs, so `vlground probe --help` and `vlground list` stay light
+    import torch
 
 
 class Capability(str, enum.Enum):
@@ -122,6 +123,12 @@ class ProbeBatch:
         )
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
 @dataclass
 class LoadedModel:
     """A checkpoint in memory. ``extra`` holds what the adapter needs later (corpus, processor)."""
@@ -129,7 +136,7 @@ class LoadedModel:
     checkpoint: Checkpoint
     model: torch.nn.Module
     tokenizer: Any = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=_cpu)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,20 +256,22 @@ class Adapter(abc.ABC):
                                   batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
                                   layers=layers, predict_row_only=predict_row_only, dtype=dtype, **inputs)
 
-    @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
-        """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens.
+        """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens (no gradients).
 
         Only the logits it reads are computed: a model whose ``forward`` takes ``logits_to_keep``
         (Hugging Face causal LMs and VLMs) gets the distinct target positions of the batch, so
         its head runs on ``K <= B * T`` positions instead of ``S``."""
-        keep = logits_positions(loaded.model, batch.target_positions, batch.target_ids)
-        if keep is None:
-            out = self.forward(loaded, batch)
-            return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
-        positions, remapped = keep
-        out = self.forward(loaded, batch, logits_to_keep=positions.to(loaded.device))
-        return gather_target_logprobs(out.logits, batch.target_ids, remapped)
+        import torch
+
+        with torch.no_grad():
+            keep = logits_positions(loaded.model, batch.target_positions, batch.target_ids)
+            if keep is None:
+                out = self.forward(loaded, batch)
+                return gather_target_logprobs(out.logits, batch.target_ids, batch.target_positions)
+            positions, remapped = keep
+            out = self.forward(loaded, batch, logits_to_keep=positions.to(loaded.device))
+            return gather_target_logprobs(out.logits, batch.target_ids, remapped)
 
 
 def logits_positions(model: torch.nn.Module, target_positions: torch.Tensor, target_ids: torch.Tensor):
@@ -270,6 +279,8 @@ def logits_positions(model: torch.nn.Module, target_positions: torch.Tensor, tar
     scores read, and ``target_positions`` as indices into them; None when the model's ``forward``
     takes no ``logits_to_keep`` or keeping them saves nothing."""
     import inspect
+
+    import torch
 
     try:
         if "logits_to_keep" not in inspect.signature(model.forward).parameters:
@@ -289,6 +300,8 @@ def gather_target_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, targe
 
     logits [B, S, V]; target_ids, target_positions long [B, T] (target_ids -100 = padding) -> [B].
     """
+    import torch
+
     target_ids = target_ids.to(logits.device)
     target_positions = target_positions.to(logits.device)
     valid = target_ids >= 0
@@ -314,6 +327,8 @@ def check_common_options(opts) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; a device this machine lacks raises :class:`InputError`."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from vlground.mechanism.errors import MechanismError
+
+if TYPE_CHECKING:  # annotations only: importing the sites (probe --help, vlground list) needs no torch
+    from torch import nn
 
 __all__ = [
     "AttentionSites",

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from vlground.errors import InputError
+from vlground.lazy import torch
 from vlground.probes.base import ProbeContext, ProbeResult
 from vlground.probes.common import num, saliency_parts
 from vlground.probes.heads import HeadDefinition, HeadProbeBase, reference_masks

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from vlground import metrics, stats
 from vlground.engine.adapter import Adapter, LoadedModel, ProbeItem
+from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched, num
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from vlground.engine.adapter import Capability, ProbeBatch
+from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.boxheads import BoxDefinition, NoImages, box_aggregate_heads, shares
 from vlground.probes.common import layer_number, num

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from vlground.engine.adapter import Capability
 from vlground.errors import InputError
+from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched, head_number, layer_number, mech_items
 

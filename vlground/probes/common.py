@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from vlground.engine.adapter import ProbeBatch, ProbeItem
+from vlground.lazy import torch
 from vlground.probes.base import ProbeContext
 
 

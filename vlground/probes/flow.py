@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from vlground.engine.adapter import Capability
 from vlground.errors import InputError
+from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import layer_number, num, saliency_parts
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from vlground.engine.adapter import Capability
 from vlground.errors import InputError
+from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult, RunReference
 from vlground.probes.common import head_number, layer_number, saliency_parts
 

@@ -31,9 +31,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from vlground.engine.adapter import Capability
+from vlground.lazy import torch
 from vlground.mechanism.sites import hidden_state_layer
 from vlground.probes.base import Probe, ProbeContext, ProbeResult
 from vlground.probes.common import batched

@@ -12,7 +12,8 @@ an image layout give no example.
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from vlground.lazy import torch
 
 #: heads summed in the overlay (the strongest by mean inside-box share)
 N_HEADS = 3

@@ -21,6 +21,8 @@ import logging
 import math
 from pathlib import Path
 
+from vlground.numbers import ci, num, signed  # one number format everywhere (key findings, claims, tables)
+
 log = logging.getLogger(__name__)
 
 
@@ -147,14 +149,14 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         arch, density = split_group(group)
         if first is not None:
             found = (f"grounded from {fmt_tokens(first['tokens'])} tokens (step {first['step']}): "
-                     f"{float(first['effect']):+.3f} nats [{float(first['ci_low']):+.3f}, {float(first['ci_high']):+.3f}]")
+                     f"{signed(first['effect'])} nats {ci(first['ci_low'], first['ci_high'])}")
         else:
             found = f"not within {fmt_tokens(last['tokens'])} tokens (step {last['step']}): {last.get('verdict')}"
             if last.get("power_note"):
                 found += f"; {last['power_note']}"
         out.append({"architecture": arch, "density": density, "checkpoints": len(rs), "last tokens": fmt_tokens(last["tokens"]),
-                    "gain at the last checkpoint": f"{float(last['effect']):+.3f} [{float(last['ci_low']):+.3f}, "
-                                                   f"{float(last['ci_high']):+.3f}]", "emergence": found})
+                    "gain at the last checkpoint": f"{signed(last['effect'])} {ci(last['ci_low'], last['ci_high'])}",
+                    "emergence": found})
     return out
 
 
@@ -187,6 +189,6 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         det = r.get("detectable")
         lines.append(f"| {r['arch']} | {r['density']} | {r['step']} | {fmt_tokens(r['tokens'])} | "
-                     f"{float(r['effect']):+.3f} [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | {html.escape(str(r['verdict']))} | "
-                     + (f"{det:.3f} |" if det is not None and math.isfinite(det) else "n/a |"))
+                     f"{signed(r['effect'])} {ci(r['ci_low'], r['ci_high'])} | {html.escape(str(r['verdict']))} | "
+                     + (f"{num(det)} |" if det is not None and math.isfinite(det) else "n/a |"))
     return "\n".join(lines)

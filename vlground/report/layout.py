@@ -6,12 +6,16 @@ itself holds none that runs on load) at ``width`` x ``height`` pixels, opens eve
 container, and the first ancestor that clips it in a scroll box. :func:`problems` turns that into
 one line per table that is cut off. Used by the tests and ``scripts/render_report.py``.
 
-Needs ``chromium`` (Debian: ``apt-get install chromium``), ``chromium-browser`` or
-``google-chrome`` on PATH; :func:`find_chromium` returns None when there is none.
+Needs a Chromium-family browser: the file named by ``$VLGROUND_CHROMIUM``, else the first of
+:data:`BROWSERS` on PATH (Debian/Ubuntu: ``apt-get install chromium``); :func:`find_chromium` returns
+None when there is none. No package on PyPI ships one inside its wheel: playwright, pyppeteer,
+selenium and kaleido (1.x) download a browser from their vendors' servers at install or run time,
+so the test extra cannot bring it; a machine gets it from its system packages.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -69,15 +73,26 @@ class Layout:
     sections: tuple = ()  #: ``{"id", "top", "bottom"}`` of each top-level section (pixels from the top)
 
 
+#: Chromium-family executables looked up on PATH, in this order
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "chrome-headless-shell")
+#: what to do without one (the skip reason of the layout tests, the error of :func:`measure_tables`)
+INSTALL_HINT = (f"no Chromium-family browser: $VLGROUND_CHROMIUM names none and none of {', '.join(BROWSERS)} is on "
+                "PATH; install the system package (Debian/Ubuntu: apt-get install chromium): none on PyPI ships one")
+
+
 def find_chromium() -> str | None:
-    """Path of a Chromium-family browser on PATH, or None."""
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    """Path of a Chromium-family browser: ``$VLGROUND_CHROMIUM`` when set (an executable path or a
+    name on PATH), else the first of :data:`BROWSERS` on PATH; None when there is none."""
+    chosen = os.environ.get("VLGROUND_CHROMIUM")
+    if chosen:
+        return shutil.which(chosen)
+    return next((shutil.which(n) for n in BROWSERS if shutil.which(n)), None)
 
 
 def _run(args: list[str], timeout: int) -> str:
     exe = find_chromium()
     if exe is None:
-        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
+        raise FileNotFoundError(INSTALL_HINT)
     with tempfile.TemporaryDirectory(prefix="vlground-chromium-") as profile:
         proc = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout)
     if proc.returncode:

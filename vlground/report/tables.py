@@ -2,8 +2,9 @@
 
 A table never scrolls sideways and never hides rows in a scroll box:
 
-* cells wrap (numbers are short: :mod:`vlground.numbers`, 3 significant digits; text breaks
-  anywhere it must), headers wrap at their words (``reverse_info_gain`` -> "rev. info gain");
+* cells wrap (numbers are short: :mod:`vlground.numbers`, 3 significant digits, effects signed as
+  in the key findings and the claims; text breaks anywhere it must), headers wrap at their words
+  (``reverse_info_gain`` -> "rev. info gain");
 * long column names are abbreviated and the abbreviations are explained in a legend under the table;
 * a table with more than :data:`MAX_COLS` columns is split into parts that repeat its identifying
   columns (run, step, layer ...);
@@ -48,6 +49,13 @@ def is_p_column(col: str) -> bool:
             or col.startswith("p "))
 
 
+def is_effect_column(col: str) -> bool:
+    """Columns that hold an effect (information gain, a difference: written with a sign, as the
+    key findings and the claims write it: :func:`vlground.numbers.signed`)."""
+    c = col.replace("_", " ")
+    return "info gain" in c or "information gain" in c or c in ("effect", "gain")
+
+
 def header(col: str, used: set[str] | None = None) -> str:
     """A column name as a wrapping header, with long words abbreviated (noted in ``used``)."""
     words = col.replace("_", " ").replace("@", " @").split(" ")
@@ -66,6 +74,8 @@ def cell(col: str, v) -> str:
     """One cell's HTML (escaped): p-values as p-values, numbers with 3 significant digits."""
     if is_p_column(col) and not isinstance(v, str):
         return numbers.pval(v)
+    if is_effect_column(col) and not isinstance(v, (str, bool, list, dict)):
+        return html.escape(numbers.signed(v))
     return html.escape(numbers.cell(v))
 
 
