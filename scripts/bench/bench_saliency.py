@@ -16,6 +16,14 @@ float32, plus the per-head mass correlation and relative L2 of the maps.  ``--ch
 uses a trained vlground checkpoint (its token ids) instead of a random GPT-2.
 
     python scripts/bench/bench_saliency.py [--batch 8 --layers 4 --heads 8 --d-model 128 --seq 48 --device cpu --repeats 3 --threads 1]
+
+``--memory 512,2048`` measures instead what the probes keep: the peak memory of one saliency pass
+at each length, with the full ``[B, L, H, S, S]`` maps kept (``full``: what ``saliency_parts``
+memoised per chunk before the per-layer reductions, commit 77239e9) and with the reductions the
+probes read now (``summary``: :func:`vlground.mechanism.saliency_summary.saliency_summary`), each in a
+fresh process (peak RSS, ``VmHWM`` above the RSS before the pass, on the CPU; ``max_memory_allocated``
+on a GPU), and the bytes each keeps per item afterwards; then the same figures for a 7B VLM from its
+shapes (32 layers x 32 heads, 2,500 tokens, fp16 and fp32).
 """
 from __future__ import annotations
 
@@ -47,7 +55,8 @@ class BenchConfig:
     threads: int = 1
     dtype: str = ""
     checkpoint: str = ""
-    only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked)
+    only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked | full | summary)
+    memory: str = ""  # comma-separated lengths: peak memory of full maps vs per-layer reductions at each (see the docstring)
 
 
 def naive_saliency(model, ids, pos, tgt, pass_times=None):
@@ -121,6 +130,66 @@ def measure(fn, device: str):
     return result, seconds, max(peak - start_mem, 0)
 
 
+def bytes_7b(layers: int = 32, heads: int = 32, seq: int = 2500, dtype_bytes: int = 2) -> dict[str, int]:
+    """Saliency-pass memory of one item of a Llama-style 7B decoder, from shapes (attention maps only).
+
+    ``graph``: what the autograd graph holds until the backward pass reaches each layer: eager
+    attention keeps the float32 softmax output and, in fp16/bf16, its cast to the model dtype (the
+    input of ``attn @ V``), ``(4 + dtype_bytes)`` bytes per entry of ``[heads, seq, seq]`` (fp32: 4;
+    the MLP and residual activations, ``O(seq x hidden)``, come on top and are small next to these);
+    ``layer``: the transient of one layer in the backward hook (its gradient in the model dtype, the
+    float32 product, the per-layer sum); ``full``: the ``[L, H, S, S]`` float32 maps that were kept
+    per item (on the CPU; the probe memo kept every item's); ``summary``: the reductions kept now.
+    """
+    cells = heads * seq * seq
+    cast = dtype_bytes if dtype_bytes != 4 else 0
+    return {"graph": layers * cells * (4 + cast), "layer": cells * (dtype_bytes + 4) + seq * seq * 4,
+            "full": layers * cells * 4, "summary": (layers * heads * (3 * seq + 3) + layers * (seq + 1)) * 4 + 8 * layers * heads}
+
+
+def memory_table(cfg: "BenchConfig", argv) -> float:
+    """Peak memory of the full-map pass vs the per-layer reductions at each length (fresh processes)."""
+    import subprocess
+    import sys
+
+    lengths = [int(x) for x in cfg.memory.split(",") if x]
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    drop = {"--memory", "--seq", "--only"}
+    kept_args: list[str] = []
+    skip = False
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a.split("=")[0] in drop:
+            skip = "=" not in a
+            continue
+        kept_args.append(a)
+    print(f"model: GPT-2 {cfg.layers} layers x {cfg.heads} heads, d_model {cfg.d_model}; batch {cfg.batch}; device {cfg.device}; "
+          "peak = VmHWM above the RSS before the pass (CPU) or max_memory_allocated (GPU), each pass in a fresh process")
+    ratio = 0.0
+    for seq in lengths:
+        res = {}
+        for how in ("full", "summary"):
+            out = subprocess.run([sys.executable, __file__, *kept_args, "--seq", str(seq), "--only", how],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            res[how] = (int(out[-2]), int(out[-1]))
+        ratio = res["full"][0] / max(res["summary"][0], 1)
+        print(f"  {seq:5d} tokens: peak +{res['full'][0] / 2**20:8.1f} MiB with full maps, +{res['summary'][0] / 2**20:8.1f} MiB "
+              f"with the reductions ({ratio:.2f}x lower); kept per item {res['full'][1] / cfg.batch / 2**20:8.2f} MiB vs "
+              f"{res['summary'][1] / cfg.batch / 2**20:6.3f} MiB ({res['full'][1] / max(res['summary'][1], 1):.0f}x less)")
+    gib = 2**30
+    for name, nbytes in (("fp16", 2), ("fp32", 4)):
+        b = bytes_7b(dtype_bytes=nbytes)
+        print(f"  7B VLM (32 layers x 32 heads, 2,500 tokens, {name}), per item: on the device the autograd graph's "
+              f"attention maps {b['graph'] / gib:.1f} GiB + one layer's backward transient {b['layer'] / gib:.2f} GiB "
+              f"(unchanged); kept on the host: {b['full'] / gib:.1f} GiB of full maps before (x 48 mechanistic items "
+              f"in the probe memo: {48 * b['full'] / gib:,.0f} GiB) vs {b['summary'] / 2**20:.1f} MiB of reductions now "
+              f"(x 48: {48 * b['summary'] / gib:.2f} GiB); on one CPU-only machine the pass peaked at "
+              f"{(b['graph'] + b['full']) / gib:.1f} GiB before vs {(b['graph'] + b['layer']) / gib:.1f} GiB now")
+    return ratio
+
+
 def main(argv=None) -> float:
     import statistics
 
@@ -147,6 +216,19 @@ def main(argv=None) -> float:
     pos = torch.randint(cfg.seq // 2, cfg.seq, (cfg.batch,), generator=g).to(cfg.device)
     tgt = torch.randint(0, cfg.vocab, (cfg.batch,), generator=g).to(cfg.device)
 
+    if cfg.memory:
+        return memory_table(cfg, argv)
+    if cfg.only in ("full", "summary"):  # one pass at cfg.seq in this fresh process: peak and kept bytes
+        from vlground.mechanism.saliency_summary import saliency_summary
+
+        if cfg.only == "full":
+            fn = lambda: attention_saliency(model, ids, pos, tgt)  # noqa: E731
+        else:
+            fn = lambda: saliency_summary(model, ids, pos, tgt)  # noqa: E731
+        kept, _, peak = measure(fn, cfg.device)
+        nbytes = kept.numel() * 4 if isinstance(kept, torch.Tensor) else kept.nbytes()
+        print(peak, nbytes)
+        return 0.0
     if cfg.only:  # a fresh process per method: peak RSS is not blurred by the allocator's cache
         fn = {"new": attention_saliency, "stacked": stacked_saliency}[cfg.only]
         fn(model, ids[:1], pos[:1], tgt[:1])

@@ -249,6 +249,23 @@ class Adapter(abc.ABC):
                                   batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
                                   layers=layers, predict_row_only=predict_row_only, dtype=dtype, **inputs)
 
+    def saliency_summary(self, loaded: LoadedModel, batch: ProbeBatch, *, dtype: torch.dtype | None = None,
+                         map_items=None, map_length: int | None = None):
+        """The per-layer reductions of :meth:`saliency`'s maps that the head and flow probes read
+        (rows into ``predict_positions``, strip and dot masses, per-layer flows; ``O(S)`` per head),
+        computed inside the same pass through :meth:`model_inputs`; ``map_items`` / ``map_length``:
+        also the mean map of those items cropped to that many tokens. See
+        :func:`vlground.mechanism.saliency_summary.saliency_summary`."""
+        from vlground.mechanism.saliency_summary import saliency_summary
+
+        inputs = self.model_inputs(loaded, batch)
+        ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
+        mask = inputs.pop("attention_mask", None)
+        dev = ids.device if ids is not None else embeds.device
+        return saliency_summary(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
+                                batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds, dtype=dtype,
+                                map_items=map_items, map_length=map_length, **inputs)
+
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
         """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens.

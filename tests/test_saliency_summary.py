@@ -1,0 +1,130 @@
+"""The probes' per-layer saliency reductions (computed inside the backward pass, maps freed at once)
+against the same quantities computed from the full ``[B, L, H, S, S]`` maps, on a tiny GPT-2 (with
+padding) and a tiny LLaVA through its adapter (pixels, image tokens), and the classification / flow
+/ share functions on them against classify_heads / flow_into / mechanism_share on the full maps."""
+from __future__ import annotations
+
+import pytest
+import torch
+from _mechanism_models import tiny_gpt2  # noqa: F401  (fixture)
+from _vlm import grey_box_mismatch, vlm_options
+
+from vlground.mechanism import attention_saliency
+from vlground.mechanism.flow import flow_into
+from vlground.mechanism.patterns import GATHER_RULES, GatherAggregateThresholds, classify_heads, mechanism_share
+from vlground.mechanism.saliency_summary import (
+    classify_from_summary,
+    flow_from_summary,
+    mechanism_share_from_summary,
+    saliency_summary,
+)
+
+TOL = dict(atol=1e-7, rtol=1e-5)
+
+
+def gpt2_batch(vocab=50, batch=4, seq=11, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[1, 8:] = 0  # right padding
+    mask[3, 6:] = 0
+    pos = torch.tensor([seq - 1, 7, 5, 5])
+    tgt = torch.randint(0, vocab, (batch,), generator=g)
+    env = torch.zeros(batch, seq, dtype=torch.bool)
+    env[0, [2, 3]] = True
+    env[1, [1, 4]] = True
+    env[2, [0]] = True
+    env[3, [2, 3, 4]] = True
+    return ids, mask, pos, tgt, env
+
+
+def assert_reductions_match(full: torch.Tensor, s, pos: torch.Tensor, valid: torch.Tensor | None):
+    """Every field of the summary against the full maps ``[B, L, H, S, S]``."""
+    B, L, H, S, _ = full.shape
+    b = torch.arange(B)
+    mass = full.abs() * torch.ones(S, S, dtype=torch.bool).tril()
+    assert s.row.shape == (B, L, H, S) and s.total.shape == (B, L, H)
+    torch.testing.assert_close(s.row, full[b, :, :, pos], **TOL)
+    torch.testing.assert_close(s.row_mass, mass.sum(-1), **TOL)
+    torch.testing.assert_close(s.row_max, mass.amax(-1), **TOL)
+    torch.testing.assert_close(s.total, mass.sum((-1, -2)), **TOL)
+    torch.testing.assert_close(s.dot, mass.flatten(-2).amax(-1), **TOL)
+    at = mass.flatten(-2).gather(-1, s.dot_index[..., None])[..., 0]  # the cell it names holds the max
+    torch.testing.assert_close(at, s.dot, **TOL)
+    layer = full.sum(2).abs()  # [B, L, S, S]
+    torch.testing.assert_close(s.layer_row, layer[b, :, pos], **TOL)
+    v = torch.ones(B, S, dtype=torch.bool) if valid is None else valid.bool()
+    pairs = torch.ones(S, S, dtype=torch.bool).tril() & v[:, :, None] & v[:, None, :]
+    torch.testing.assert_close(s.layer_mass, (layer * pairs[:, None]).sum((-1, -2)), **TOL)
+    assert s.total.sum() > 0 and s.row.abs().sum() > 0
+
+
+def assert_probe_functions_match(full: torch.Tensor, s, pos: torch.Tensor, env: torch.Tensor, valid):
+    for rule in GATHER_RULES:
+        th = GatherAggregateThresholds(gather=0.2, aggregate=0.2, gather_rule=rule)
+        for pp in (pos, None):
+            a, b = classify_heads(full, th, pp), classify_from_summary(s, th, pp)
+            assert torch.equal(a.gather, b.gather) and torch.equal(a.aggregate, b.aggregate), rule
+            torch.testing.assert_close(b.strip_share, a.strip_share, **TOL)
+            torch.testing.assert_close(b.dot_share, a.dot_share, **TOL)
+            assert torch.equal(a.strip_row, b.strip_row)
+            assert torch.equal(a.dot_row, b.dot_row) and torch.equal(a.dot_col, b.dot_col)
+    want, got = flow_into(full, pos, env, valid=valid), flow_from_summary(s, env, valid=valid)
+    torch.testing.assert_close(got.env, want.env, **TOL)
+    torch.testing.assert_close(got.rest, want.rest, **TOL)
+    assert (want.env > 0).any() and (want.rest > 0).all()
+    heads = torch.zeros(full.shape[1:3], dtype=torch.bool)
+    heads[0, 1] = heads[-1, 0] = True
+    torch.testing.assert_close(mechanism_share_from_summary(s, heads), mechanism_share(full, heads), **TOL)
+
+
+def test_gpt2_reductions_equal_the_full_map_computation(tiny_gpt2):
+    ids, mask, pos, tgt, env = gpt2_batch()
+    full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask)
+    s = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, map_items=[0, 2], map_length=6)
+    assert_reductions_match(full, s, pos, mask)
+    assert_probe_functions_match(full, s, pos, env, mask)
+    torch.testing.assert_close(s.map_mean, full[[0, 2], :, :, :6, :6].mean(0), **TOL)
+    assert s.nbytes() < full.numel() * 4 / 2  # O(S) per head, not O(S^2)
+
+
+def test_gpt2_reductions_of_chosen_layers_and_under_bf16(tiny_gpt2):
+    ids, mask, pos, tgt, env = gpt2_batch(seed=5)
+    full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask, layers=[1])
+    s = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, layers=[1])
+    assert s.map_mean is None and s.row.shape[1] == 1
+    assert_reductions_match(full, s, pos, mask)
+    low_full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask, dtype=torch.bfloat16)
+    low = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, dtype=torch.bfloat16)
+    assert_reductions_match(low_full, low, pos, mask)  # the same autocast pass, reduced on the fly
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_adapter(tmp_path_factory):
+    from vlground.adapters.llava15 import Llava15Adapter
+    from vlground.vision.tiny_llava import save_tiny_llava
+
+    root = tmp_path_factory.mktemp("summary-llava")
+    adapter = Llava15Adapter.from_options(vlm_options(save_tiny_llava(root / "tiny-llava"), grey_box_mismatch(root / "mm")))
+    loaded = adapter.load(adapter.checkpoints()[0])
+    return adapter, loaded, adapter.items(loaded)
+
+
+def test_vlm_reductions_through_the_adapter_equal_the_full_maps(tiny_llava_adapter):
+    adapter, loaded, items = tiny_llava_adapter
+    batch = adapter.batch(loaded, items[:3])
+    full = adapter.saliency(loaded, batch, predict_row_only=False)
+    s = adapter.saliency_summary(loaded, batch, map_items=[0, 1], map_length=int(batch.predict_positions[0]) + 1)
+    pos, valid = batch.predict_positions, batch.model_inputs.get("attention_mask")
+    assert_reductions_match(full, s, pos, valid)
+    assert_probe_functions_match(full, s, pos, batch.env_mask, valid)
+    n = int(batch.predict_positions[0]) + 1
+    torch.testing.assert_close(s.map_mean, full[[0, 1], :, :, :n, :n].mean(0), **TOL)
+    span = batch.env_span[0]
+    assert s.row[0][..., span].abs().sum() > 0  # image tokens carry saliency into the predicted position
+    # the box probes' in-box mass, from the same rows
+    from vlground.probes.boxheads import head_inside_shares
+
+    got, _ = head_inside_shares(s.row, batch.env_mask, batch.env_span)
+    want, _ = head_inside_shares(full[torch.arange(len(batch)), :, :, pos], batch.env_mask, batch.env_span)
+    torch.testing.assert_close(got, want, **TOL)
