@@ -57,6 +57,7 @@ class BenchConfig:
     checkpoint: str = ""
     only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked | full | summary)
     memory: str = ""  # comma-separated lengths: peak memory of full maps vs per-layer reductions at each (see the docstring)
+    baseline_src: str = ""  # --memory: a checkout of the earlier commit (e.g. `git worktree add /tmp/b 77239e9`); its full-map pass is measured too
 
 
 def naive_saliency(model, ids, pos, tgt, pass_times=None):
@@ -154,7 +155,7 @@ def memory_table(cfg: "BenchConfig", argv) -> float:
 
     lengths = [int(x) for x in cfg.memory.split(",") if x]
     base = [a for a in (argv if argv is not None else sys.argv[1:])]
-    drop = {"--memory", "--seq", "--only"}
+    drop = {"--memory", "--seq", "--only", "--baseline-src"}
     kept_args: list[str] = []
     skip = False
     for a in base:
@@ -170,10 +171,19 @@ def memory_table(cfg: "BenchConfig", argv) -> float:
     ratio = 0.0
     for seq in lengths:
         res = {}
-        for how in ("full", "summary"):
+        runs = [("full", "full", None), ("summary", "summary", None)]
+        if cfg.baseline_src:
+            import os
+
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([cfg.baseline_src, os.environ.get("PYTHONPATH", "")])}
+            runs.insert(0, ("before", "full", env))
+        for name, how, env in runs:
             out = subprocess.run([sys.executable, __file__, *kept_args, "--seq", str(seq), "--only", how],
-                                 capture_output=True, text=True, check=True).stdout.split()
-            res[how] = (int(out[-2]), int(out[-1]))
+                                 capture_output=True, text=True, check=True, env=env).stdout.split()
+            res[name] = (int(out[-2]), int(out[-1]))
+        if "before" in res:
+            print(f"  {seq:5d} tokens: the earlier commit's full-map pass ({cfg.baseline_src}): peak +{res['before'][0] / 2**20:8.1f} MiB "
+                  f"({res['before'][0] / max(res['summary'][0], 1):.2f}x the reductions' peak)")
         ratio = res["full"][0] / max(res["summary"][0], 1)
         print(f"  {seq:5d} tokens: peak +{res['full'][0] / 2**20:8.1f} MiB with full maps, +{res['summary'][0] / 2**20:8.1f} MiB "
               f"with the reductions ({ratio:.2f}x lower); kept per item {res['full'][1] / cfg.batch / 2**20:8.2f} MiB vs "
@@ -219,11 +229,11 @@ def main(argv=None) -> float:
     if cfg.memory:
         return memory_table(cfg, argv)
     if cfg.only in ("full", "summary"):  # one pass at cfg.seq in this fresh process: peak and kept bytes
-        from vlground.mechanism.saliency_summary import saliency_summary
-
         if cfg.only == "full":
             fn = lambda: attention_saliency(model, ids, pos, tgt)  # noqa: E731
         else:
+            from vlground.mechanism.saliency_summary import saliency_summary
+
             fn = lambda: saliency_summary(model, ids, pos, tgt)  # noqa: E731
         kept, _, peak = measure(fn, cfg.device)
         nbytes = kept.numel() * 4 if isinstance(kept, torch.Tensor) else kept.nbytes()
