@@ -23,7 +23,7 @@ N_ITEMS = 8
 
 def full_maps(ctx, batch):
     """``[B, L, H, S, S]``: the full saliency maps of a batch (the reference the probes' reductions must match)."""
-    return ctx.adapter.saliency(ctx.loaded, batch, predict_row_only=False)
+    return ctx.adapter.saliency(ctx.loaded, batch, predict_row_only=False, kernel="eager")
 
 
 def final_patterns(adapter, rule):

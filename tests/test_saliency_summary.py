@@ -78,10 +78,11 @@ def assert_probe_functions_match(full: torch.Tensor, s, pos: torch.Tensor, env: 
     torch.testing.assert_close(mechanism_share_from_summary(s, heads), mechanism_share(full, heads), **TOL)
 
 
-def test_gpt2_reductions_equal_the_full_map_computation(tiny_gpt2):
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_gpt2_reductions_equal_the_full_map_computation(tiny_gpt2, kernel):
     ids, mask, pos, tgt, env = gpt2_batch()
-    full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask)
-    s = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, map_items=[0, 2], map_length=6)
+    full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask)  # eager: every map from output_attentions
+    s = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, map_items=[0, 2], map_length=6, kernel=kernel)
     assert_reductions_match(full, s, pos, mask)
     assert_probe_functions_match(full, s, pos, env, mask)
     torch.testing.assert_close(s.map_mean, full[[0, 2], :, :, :6, :6].mean(0), **TOL)
@@ -95,7 +96,7 @@ def test_gpt2_reductions_of_chosen_layers_and_under_bf16(tiny_gpt2):
     assert s.map_mean is None and s.row.shape[1] == 1
     assert_reductions_match(full, s, pos, mask)
     low_full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask, dtype=torch.bfloat16)
-    low = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, dtype=torch.bfloat16)
+    low = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, dtype=torch.bfloat16)  # eager, as low_full
     assert_reductions_match(low_full, low, pos, mask)  # the same autocast pass, reduced on the fly
 
 
@@ -113,8 +114,8 @@ def tiny_llava_adapter(tmp_path_factory):
 def test_vlm_reductions_through_the_adapter_equal_the_full_maps(tiny_llava_adapter):
     adapter, loaded, items = tiny_llava_adapter
     batch = adapter.batch(loaded, items[:3])
-    full = adapter.saliency(loaded, batch, predict_row_only=False)
-    s = adapter.saliency_summary(loaded, batch, map_items=[0, 1], map_length=int(batch.predict_positions[0]) + 1)
+    full = adapter.saliency(loaded, batch, predict_row_only=False, kernel="eager")
+    s = adapter.saliency_summary(loaded, batch, map_items=[0, 1], map_length=int(batch.predict_positions[0]) + 1)  # sdpa
     pos, valid = batch.predict_positions, batch.model_inputs.get("attention_mask")
     assert_reductions_match(full, s, pos, valid)
     assert_probe_functions_match(full, s, pos, batch.env_mask, valid)

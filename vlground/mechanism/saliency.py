@@ -87,6 +87,7 @@ def attention_saliency(
     layers: Sequence[int] | None = None,
     predict_row_only: bool = False,
     dtype: torch.dtype | None = None,
+    kernel: str = "eager",
     **model_kwargs,
 ) -> torch.Tensor:
     """Saliency of every head of the chosen layers for a batch, from one backward pass.
@@ -106,6 +107,8 @@ def attention_saliency(
             need, without holding ``seq x seq`` maps of hundreds of image tokens on the CPU.
         dtype: run the pass under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``);
             None (default) runs in the model's own dtype.
+        kernel: ``"eager"`` (default) or ``"sdpa"`` (maps recomputed per layer in the backward
+            pass, none kept in the autograd graph), see :func:`saliency_pass`.
         **model_kwargs: further model inputs, e.g. ``pixel_values`` for a VLM (LLaVA finds its
             image-token slots in ``inputs_embeds`` by the image token's embedding).
 
@@ -116,7 +119,7 @@ def attention_saliency(
     """
     sink = _FullMaps(torch.as_tensor(predict_positions, dtype=torch.long) if predict_row_only else None)
     saliency_pass(model, input_ids, predict_positions, target_ids, attention_mask, sink, inputs_embeds=inputs_embeds,
-                  layers=layers, dtype=dtype, **model_kwargs)
+                  layers=layers, dtype=dtype, kernel=kernel, **model_kwargs)
     return sink.out
 
 
@@ -131,11 +134,18 @@ def saliency_pass(
     inputs_embeds: torch.Tensor | None = None,
     layers: Sequence[int] | None = None,
     dtype: torch.dtype | None = None,
+    kernel: str = "eager",
     **model_kwargs,
 ) -> None:
     """The one forward and backward pass behind :func:`attention_saliency` and
     :func:`vlground.mechanism.saliency_summary.saliency_summary`: arguments as there; each chosen
-    layer's ``(dL/dA, A)`` goes to ``sink`` as the backward pass reaches it (:class:`SaliencySink`)."""
+    layer's ``(dL/dA, A)`` goes to ``sink`` as the backward pass reaches it (:class:`SaliencySink`).
+
+    ``kernel``: ``"eager"`` (every map in the autograd graph, as ``output_attentions`` returns it) or
+    ``"sdpa"`` (the fused kernel in every layer; each chosen layer's map and ``dL/dA`` recomputed from
+    its query, key, value and ``dL/dO`` when the backward pass reaches it, so the graph holds no map:
+    :mod:`vlground.mechanism.saliency_sdpa`; models outside transformers' AttentionInterface, or
+    without registered attention sites, run eager)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise MechanismError("give exactly one of input_ids and inputs_embeds")
     if input_ids is not None:
@@ -162,6 +172,15 @@ def saliency_pass(
         predict_positions = torch.searchsorted(kept, predict_positions)
 
     autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext())
+    if kernel == "sdpa":
+        from vlground.mechanism.saliency_sdpa import supports_recompute
+
+        if supports_recompute(model):
+            return _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, target_ids, keep, sink,
+                                    autocast, kwargs)
+        log.debug("%s: no sdpa saliency pass (not on transformers' AttentionInterface); eager", type(model).__name__)
+    elif kernel != "eager":
+        raise MechanismError(f"unknown saliency kernel {kernel!r}; known: 'eager', 'sdpa'")
     with eager_attention(model), _frozen(model), torch.enable_grad():
         with autocast:
             out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_attentions=True, **kwargs)
@@ -189,6 +208,41 @@ def saliency_pass(
         finally:
             for h in handles:
                 h.remove()
+
+
+def _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, target_ids, keep, sink, autocast, kwargs) -> None:
+    """:func:`saliency_pass` with sdpa in every layer, each chosen layer's map recomputed in the backward
+    pass (:mod:`vlground.mechanism.saliency_sdpa`)."""
+    from vlground.mechanism.saliency_sdpa import recompute_kernel
+
+    was_training = model.training
+    try:
+        model.eval()
+        with recompute_kernel(model, keep) as taps, _frozen(model), torch.enable_grad():
+            with autocast:
+                out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+                loss = target_loss(out.logits, predict_positions, target_ids).sum()
+            del out
+            if any(len(taps[layer]) != 1 for layer in keep):
+                raise MechanismError(f"{type(model).__name__}: chosen layers were called "
+                                     f"{[len(taps[layer]) for layer in keep]} times in one forward pass (expected once)")
+            chosen = [taps[layer].pop() for layer in keep]
+            first = chosen[0]
+            if first.eager:
+                B, H, S = first.out.shape[0], first.out.shape[1], first.out.shape[-1]
+            else:
+                B, H, S = first.query.shape[0], first.query.shape[1], first.key.shape[-2]
+            sink.start(B, len(keep), H, S)
+            handles = [tap.out.register_hook(tap.hook(lambda g, a, k=k: sink.layer(k, g, a))) for k, tap in enumerate(chosen)]
+            try:
+                lowest = chosen[min(range(len(keep)), key=lambda k: keep[k])].out
+                del chosen, first
+                torch.autograd.grad(loss, lowest, allow_unused=True)
+            finally:
+                for h in handles:
+                    h.remove()
+    finally:
+        model.train(was_training)
 
 
 def _layer_hook(sink: "SaliencySink", k: int, att: torch.Tensor):

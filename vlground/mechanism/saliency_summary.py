@@ -160,19 +160,22 @@ def saliency_summary(
     dtype: torch.dtype | None = None,
     map_items: Sequence[int] | None = None,
     map_length: int | None = None,
+    kernel: str = "eager",
     **model_kwargs,
 ) -> SaliencySummary:
     """The probes' reductions of every chosen head's saliency, from one forward and backward pass.
 
     Arguments as :func:`vlground.mechanism.saliency.attention_saliency` (``attention_mask`` also
     marks the valid positions of ``layer_mass``); ``map_items``: items (indices into the batch)
-    whose mean map, cropped to the first ``map_length`` tokens, is kept as ``map_mean``.
+    whose mean map, cropped to the first ``map_length`` tokens, is kept as ``map_mean``; ``kernel``:
+    ``"eager"`` or ``"sdpa"`` (no map in the autograd graph), see
+    :func:`vlground.mechanism.saliency.saliency_pass`.
     Returns :class:`SaliencySummary` (float32, CPU).
     """
     pp = torch.as_tensor(predict_positions, dtype=torch.long)
     sink = _Reductions(pp, attention_mask, map_items, map_length)
     saliency_pass(model, input_ids, predict_positions, target_ids, attention_mask, sink, inputs_embeds=inputs_embeds,
-                  layers=layers, dtype=dtype, **model_kwargs)
+                  layers=layers, dtype=dtype, kernel=kernel, **model_kwargs)
     return sink.result()
 
 
