@@ -19,8 +19,10 @@ uses a trained vlground checkpoint (its token ids) instead of a random GPT-2.
 
 ``--memory 512,2048`` measures instead what the probes keep: the peak memory of one saliency pass
 at each length, with the full ``[B, L, H, S, S]`` maps kept (``full``: what ``saliency_parts``
-memoised per chunk before the per-layer reductions, commit 77239e9) and with the reductions the
-probes read now (``summary``: :func:`vlground.mechanism.saliency_summary.saliency_summary`), each in a
+memoised per chunk before the per-layer reductions, commit 77239e9), with the reductions the probes
+read (``summary``: :func:`vlground.mechanism.saliency_summary.saliency_summary`, eager attention) and
+with the reductions and the sdpa pass the probes run now (``summary-sdpa``: no map in the autograd
+graph, each recomputed per layer in the backward pass), each in a
 fresh process (peak RSS, ``VmHWM`` above the RSS before the pass, on the CPU; ``max_memory_allocated``
 on a GPU), and the bytes each keeps per item afterwards; then the same figures for a 7B VLM from its
 shapes (32 layers x 32 heads, 2,500 tokens, fp16 and fp32).
@@ -131,21 +133,28 @@ def measure(fn, device: str):
     return result, seconds, max(peak - start_mem, 0)
 
 
-def bytes_7b(layers: int = 32, heads: int = 32, seq: int = 2500, dtype_bytes: int = 2) -> dict[str, int]:
-    """Saliency-pass memory of one item of a Llama-style 7B decoder, from shapes (attention maps only).
+def bytes_7b(layers: int = 32, heads: int = 32, hidden: int = 4096, seq: int = 2500, dtype_bytes: int = 2) -> dict[str, int]:
+    """Saliency-pass memory of one item of a Llama-style 7B decoder, from shapes (attention only).
 
-    ``graph``: what the autograd graph holds until the backward pass reaches each layer: eager
-    attention keeps the float32 softmax output and, in fp16/bf16, its cast to the model dtype (the
-    input of ``attn @ V``), ``(4 + dtype_bytes)`` bytes per entry of ``[heads, seq, seq]`` (fp32: 4;
-    the MLP and residual activations, ``O(seq x hidden)``, come on top and are small next to these);
-    ``layer``: the transient of one layer in the backward hook (its gradient in the model dtype, the
-    float32 product, the per-layer sum); ``full``: the ``[L, H, S, S]`` float32 maps that were kept
-    per item (on the CPU; the probe memo kept every item's); ``summary``: the reductions kept now.
+    ``graph_eager``: what the autograd graph holds with eager attention until the backward pass
+    reaches each layer: the float32 softmax output and, in fp16/bf16, its cast to the model dtype
+    (the input of ``attn @ V``), ``(4 + dtype_bytes)`` bytes per entry of ``[heads, seq, seq]`` (fp32:
+    4); ``graph_sdpa``: what it holds with sdpa instead (per layer query, key, value and output,
+    ``[seq, hidden]`` each, and the log-sum-exp); ``layer_eager`` / ``layer_sdpa``: the transient of
+    one layer in the backward hook (eager: its gradient and the float32 product; sdpa also the
+    recomputed scores, float32 softmax and its cast, ``dL/dA``); ``full``: the ``[L, H, S, S]`` float32
+    maps that were kept per item (on the host; the probe memo kept every item's); ``summary``: the
+    reductions kept now.  The MLP and residual activations, ``O(seq x hidden)`` per layer, come on
+    top in both and are not counted.
     """
     cells = heads * seq * seq
     cast = dtype_bytes if dtype_bytes != 4 else 0
-    return {"graph": layers * cells * (4 + cast), "layer": cells * (dtype_bytes + 4) + seq * seq * 4,
-            "full": layers * cells * 4, "summary": (layers * heads * (3 * seq + 3) + layers * (seq + 1)) * 4 + 8 * layers * heads}
+    return {"graph_eager": layers * cells * (4 + cast),
+            "graph_sdpa": layers * (4 * seq * hidden * dtype_bytes + heads * seq * 4),
+            "layer_eager": cells * (dtype_bytes + 4) + seq * seq * 4,
+            "layer_sdpa": cells * (dtype_bytes + 4 + cast + dtype_bytes + 4) + seq * seq * 4,
+            "full": layers * cells * 4,
+            "summary": (layers * heads * (3 * seq + 3) + layers * (seq + 1)) * 4 + 8 * layers * heads}
 
 
 def memory_table(cfg: "BenchConfig", argv) -> float:
@@ -171,7 +180,7 @@ def memory_table(cfg: "BenchConfig", argv) -> float:
     ratio = 0.0
     for seq in lengths:
         res = {}
-        runs = [("full", "full", None), ("summary", "summary", None)]
+        runs = [("full", "full", None), ("summary", "summary", None), ("sdpa", "summary-sdpa", None)]
         if cfg.baseline_src:
             import os
 
@@ -184,19 +193,25 @@ def memory_table(cfg: "BenchConfig", argv) -> float:
         if "before" in res:
             print(f"  {seq:5d} tokens: the earlier commit's full-map pass ({cfg.baseline_src}): peak +{res['before'][0] / 2**20:8.1f} MiB "
                   f"({res['before'][0] / max(res['summary'][0], 1):.2f}x the reductions' peak)")
-        ratio = res["full"][0] / max(res["summary"][0], 1)
+        print(f"  {seq:5d} tokens: peak +{res['sdpa'][0] / 2**20:8.1f} MiB with the reductions and sdpa (maps recomputed per "
+              f"layer, none in the graph): {res['full'][0] / max(res['sdpa'][0], 1):.2f}x lower than with full maps (eager)"
+              + (f", {res['before'][0] / max(res['sdpa'][0], 1):.2f}x lower than the earlier commit" if "before" in res else ""))
+        ratio = res["full"][0] / max(res["sdpa"][0], 1)
         print(f"  {seq:5d} tokens: peak +{res['full'][0] / 2**20:8.1f} MiB with full maps, +{res['summary'][0] / 2**20:8.1f} MiB "
-              f"with the reductions ({ratio:.2f}x lower); kept per item {res['full'][1] / cfg.batch / 2**20:8.2f} MiB vs "
+              f"with the reductions, eager ({res['full'][0] / max(res['summary'][0], 1):.2f}x lower); kept per item {res['full'][1] / cfg.batch / 2**20:8.2f} MiB vs "
               f"{res['summary'][1] / cfg.batch / 2**20:6.3f} MiB ({res['full'][1] / max(res['summary'][1], 1):.0f}x less)")
     gib = 2**30
     for name, nbytes in (("fp16", 2), ("fp32", 4)):
         b = bytes_7b(dtype_bytes=nbytes)
-        print(f"  7B VLM (32 layers x 32 heads, 2,500 tokens, {name}), per item: on the device the autograd graph's "
-              f"attention maps {b['graph'] / gib:.1f} GiB + one layer's backward transient {b['layer'] / gib:.2f} GiB "
-              f"(unchanged); kept on the host: {b['full'] / gib:.1f} GiB of full maps before (x 48 mechanistic items "
-              f"in the probe memo: {48 * b['full'] / gib:,.0f} GiB) vs {b['summary'] / 2**20:.1f} MiB of reductions now "
-              f"(x 48: {48 * b['summary'] / gib:.2f} GiB); on one CPU-only machine the pass peaked at "
-              f"{(b['graph'] + b['full']) / gib:.1f} GiB before vs {(b['graph'] + b['layer']) / gib:.1f} GiB now")
+        print(f"  7B VLM (32 layers x 32 heads, d 4096, 2,500 tokens, {name}), per item, attention only: "
+              f"before (77239e9: eager, full maps kept) the graph held {b['graph_eager'] / gib:.1f} GiB of maps on the device "
+              f"(+ {b['layer_eager'] / gib:.2f} GiB for one layer in the backward pass) and {b['full'] / gib:.1f} GiB of maps "
+              f"stayed on the host per item (x 48 mechanistic items in the probe memo: {48 * b['full'] / gib:,.0f} GiB); now "
+              f"(sdpa, maps recomputed per layer) the graph holds {b['graph_sdpa'] / gib:.2f} GiB "
+              f"(+ {b['layer_sdpa'] / gib:.2f} GiB for one layer) and {b['summary'] / 2**20:.1f} MiB of reductions stay "
+              f"(x 48: {48 * b['summary'] / gib:.2f} GiB); device peak {(b['graph_eager'] + b['layer_eager']) / gib:.1f} -> "
+              f"{(b['graph_sdpa'] + b['layer_sdpa']) / gib:.1f} GiB "
+              f"({(b['graph_eager'] + b['layer_eager']) / (b['graph_sdpa'] + b['layer_sdpa']):.1f}x lower)")
     return ratio
 
 
@@ -228,13 +243,14 @@ def main(argv=None) -> float:
 
     if cfg.memory:
         return memory_table(cfg, argv)
-    if cfg.only in ("full", "summary"):  # one pass at cfg.seq in this fresh process: peak and kept bytes
+    if cfg.only in ("full", "summary", "summary-sdpa"):  # one pass at cfg.seq in this fresh process: peak and kept bytes
         if cfg.only == "full":
             fn = lambda: attention_saliency(model, ids, pos, tgt)  # noqa: E731
         else:
             from vlground.mechanism.saliency_summary import saliency_summary
 
-            fn = lambda: saliency_summary(model, ids, pos, tgt)  # noqa: E731
+            kernel = "sdpa" if cfg.only == "summary-sdpa" else "eager"
+            fn = lambda: saliency_summary(model, ids, pos, tgt, kernel=kernel)  # noqa: E731
         kept, _, peak = measure(fn, cfg.device)
         nbytes = kept.numel() * 4 if isinstance(kept, torch.Tensor) else kept.nbytes()
         print(peak, nbytes)
