@@ -54,12 +54,16 @@ def test_matches_per_item_per_head_reference(fixture, request):
     assert torch.all(sal.triu(1) == 0)  # causal: nothing flows from the future
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_bamba", "tiny_llava"])
-def test_sdpa_kernel_recomputes_the_maps_of_the_per_item_per_head_reference(fixture, request):
+def test_sdpa_kernel_recomputes_the_maps_of_the_per_item_per_head_reference(fixture, chunked, request, monkeypatch):
     """kernel="sdpa": sdpa in every layer, each map and its gradient recomputed per layer in the backward
     pass (none in the graph); the same saliency as the eager reference, with padding too."""
+    from vlground.mechanism import saliency_sdpa
     from vlground.mechanism.saliency_sdpa import IMPLEMENTATION, _TAPPED
 
+    if chunked:  # one group of query heads (per key/value head) at a time
+        monkeypatch.setattr(saliency_sdpa, "CHUNK_BYTES", 1)
     model = request.getfixturevalue(fixture)
     before = model.config._attn_implementation
     ids, pos, tgt = items()

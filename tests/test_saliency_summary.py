@@ -78,8 +78,13 @@ def assert_probe_functions_match(full: torch.Tensor, s, pos: torch.Tensor, env: 
     torch.testing.assert_close(mechanism_share_from_summary(s, heads), mechanism_share(full, heads), **TOL)
 
 
-@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
-def test_gpt2_reductions_equal_the_full_map_computation(tiny_gpt2, kernel):
+@pytest.mark.parametrize("kernel", ["eager", "sdpa", "sdpa-by-head"])
+def test_gpt2_reductions_equal_the_full_map_computation(tiny_gpt2, kernel, monkeypatch):
+    if kernel == "sdpa-by-head":  # the sdpa pass gives the sink one head at a time
+        from vlground.mechanism import saliency_sdpa
+
+        monkeypatch.setattr(saliency_sdpa, "CHUNK_BYTES", 1)
+        kernel = "sdpa"
     ids, mask, pos, tgt, env = gpt2_batch()
     full = attention_saliency(tiny_gpt2, ids, pos, tgt, mask)  # eager: every map from output_attentions
     s = saliency_summary(tiny_gpt2, ids, pos, tgt, mask, map_items=[0, 2], map_length=6, kernel=kernel)
@@ -111,7 +116,12 @@ def tiny_llava_adapter(tmp_path_factory):
     return adapter, loaded, adapter.items(loaded)
 
 
-def test_vlm_reductions_through_the_adapter_equal_the_full_maps(tiny_llava_adapter):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_vlm_reductions_through_the_adapter_equal_the_full_maps(tiny_llava_adapter, chunked, monkeypatch):
+    if chunked:  # grouped-query heads two at a time
+        from vlground.mechanism import saliency_sdpa
+
+        monkeypatch.setattr(saliency_sdpa, "CHUNK_BYTES", 1)
     adapter, loaded, items = tiny_llava_adapter
     batch = adapter.batch(loaded, items[:3])
     full = adapter.saliency(loaded, batch, predict_row_only=False, kernel="eager")

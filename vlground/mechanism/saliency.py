@@ -233,7 +233,7 @@ def _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, ta
             else:
                 B, H, S = first.query.shape[0], first.query.shape[1], first.key.shape[-2]
             sink.start(B, len(keep), H, S)
-            handles = [tap.out.register_hook(tap.hook(lambda g, a, k=k: sink.layer(k, g, a))) for k, tap in enumerate(chosen)]
+            handles = [tap.out.register_hook(tap.hook(sink, k)) for k, tap in enumerate(chosen)]
             try:
                 lowest = chosen[min(range(len(keep)), key=lambda k: keep[k])].out
                 del chosen, first
@@ -253,23 +253,29 @@ def _layer_hook(sink: "SaliencySink", k: int, att: torch.Tensor):
     def hook(grad: torch.Tensor) -> None:
         with torch.no_grad():
             sink.layer(k, grad, held.pop().detach())
+            sink.end_layer(k)
         return None
 
     return hook
 
 
 class SaliencySink:
-    """Receives each chosen layer's ``dL/dA`` and ``A`` (``[B, H, S, S]``, on the layer's device)
+    """Receives each chosen layer's ``dL/dA`` and ``A`` (``[B, h, S, S]``, on the layer's device)
     inside the backward pass; whatever it keeps is all that outlives the pass.
 
-    ``start(B, L, H, S)`` is called once after the forward pass, then ``layer(k, grad, att)`` once
-    per chosen layer ``k`` (0-based in the chosen order), top layer first."""
+    ``start(B, L, H, S)`` is called once after the forward pass; then, per chosen layer ``k`` (0-based
+    in the chosen order, top layer first), ``layer(k, grad, att, h0)`` once per chunk of heads
+    ``h0 : h0 + grad.shape[1]`` (the eager pass gives all heads at once; the sdpa pass may give a few at
+    a time) and ``end_layer(k)`` after its last chunk."""
 
     def start(self, batch: int, layers: int, heads: int, seq: int) -> None:
         raise NotImplementedError
 
-    def layer(self, k: int, grad: torch.Tensor, att: torch.Tensor) -> None:
+    def layer(self, k: int, grad: torch.Tensor, att: torch.Tensor, h0: int = 0) -> None:
         raise NotImplementedError
+
+    def end_layer(self, k: int) -> None:
+        return None
 
 
 class _FullMaps(SaliencySink):
@@ -283,18 +289,18 @@ class _FullMaps(SaliencySink):
         shape = (batch, layers, heads, seq) if self.rows_at is not None else (batch, layers, heads, seq, seq)
         self.out = torch.zeros(shape, dtype=torch.float32)
 
-    def layer(self, k: int, grad: torch.Tensor, a: torch.Tensor) -> None:
-        out = self.out
-        if self.rows_at is not None:  # [B, H, S, S] -> [B, H, S] (layers may sit on several GPUs)
+    def layer(self, k: int, grad: torch.Tensor, a: torch.Tensor, h0: int = 0) -> None:
+        dst = self.out[:, k, h0 : h0 + grad.shape[1]]
+        if self.rows_at is not None:  # [B, h, S, S] -> [B, h, S] (layers may sit on several GPUs)
             at = self.rows_at.to(grad.device)
             b = torch.arange(at.shape[0], device=grad.device)
             prod = grad[b, :, at].float() * a[b, :, at].float()
-        elif grad.dtype == a.dtype == torch.float32 and grad.device.type == "cpu":
-            torch.mul(grad, a, out=out[:, k])  # no temporary
+        elif grad.dtype == a.dtype == torch.float32 and grad.device.type == "cpu" and dst.is_contiguous():
+            torch.mul(grad, a, out=dst)  # no temporary
             return
         else:
             prod = grad.float() * a.float()
-        out[:, k].copy_(prod)
+        dst.copy_(prod)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ backward pass reaches ``O`` with ``dL/dO``, the hook forms ``dL/dA = dL/dO V^T``
 loss only through ``A V``), recomputes ``A`` with the model's own eager formula (its modelling
 file's ``eager_attention_forward``: scaling, grouped keys, float32 softmax, soft-capping) from the
 kept ``query`` and ``key``, and hands ``(dL/dA, A)`` to the sink, which reduces and frees them.
-So one layer's maps exist at a time.  A layer whose call ``sdpa`` cannot serve (``softcap``,
+So one layer's maps exist at a time, a few heads at a time (:data:`CHUNK_BYTES`).  A layer whose call ``sdpa`` cannot serve (``softcap``,
 ``position_bias``) runs the eager formula in the graph and is hooked on its weights, as in the
 eager pass.  The mask is what transformers builds for ``sdpa``: boolean or None, None meaning
 causal here (decoder layers).
@@ -33,6 +33,9 @@ __all__ = ["IMPLEMENTATION", "recompute_kernel", "supports_recompute"]
 #: the attention implementation name vlground registers with transformers for the saliency pass
 IMPLEMENTATION = "vlground_saliency"
 
+#: the backward hook recomputes a layer's maps a few heads at a time, at most this many bytes per float32 map chunk
+CHUNK_BYTES = 64 * 2**20
+
 #: attention module -> what a forward call through it appends to (only inside :func:`recompute_kernel`)
 _TAPPED: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
 
@@ -53,22 +56,35 @@ class LayerTap:
     out: torch.Tensor
     eager: bool = False
 
-    def hook(self, on_layer: Callable[[torch.Tensor, torch.Tensor], None]) -> Callable[[torch.Tensor], None]:
-        """A tensor hook for ``out``: ``(dL/dA, A)`` of the layer to ``on_layer``; drops the kept tensors after."""
+    def hook(self, sink, k: int) -> Callable[[torch.Tensor], None]:
+        """A tensor hook for ``out``: the layer's ``(dL/dA, A)`` to ``sink`` (layer ``k``), in chunks of
+        heads of at most :data:`CHUNK_BYTES` per ``[B, h, S, S]`` float32 map; drops the kept tensors after."""
 
         def fire(grad: torch.Tensor) -> None:
             with torch.no_grad():
                 if self.eager:
                     att = self.out.detach()
                     self._drop()
-                    on_layer(grad, att)
+                    sink.layer(k, grad, att, 0)
+                    sink.end_layer(k)
                     return None
-                v = _repeat(self.value, self.query.shape[1])
-                d_att = torch.matmul(grad.transpose(1, 2).to(v.dtype), v.transpose(-1, -2))  # [B, H, S, S]
-                del v
-                att = _eager_weights(self.module, self.query, self.key, self.value, self.mask, self.kwargs)
+                q, key, value, mask, kwargs = self.query, self.key, self.value, self.mask, self.kwargs
                 self._drop()
-                on_layer(d_att, att)
+                B, H, S = q.shape[0], q.shape[1], key.shape[-2]
+                groups = H // key.shape[1]
+                per_head = B * S * S * 4
+                step = max(groups, (max(1, CHUNK_BYTES // per_head) // groups) * groups)
+                d_out = grad.transpose(1, 2)  # [B, H, S, d]
+                for h0 in range(0, H, step):
+                    h1 = min(H, h0 + step)
+                    kv = slice(h0 // groups, (h1 + groups - 1) // groups)
+                    v = _repeat(value[:, kv], h1 - h0)
+                    d_att = torch.matmul(d_out[:, h0:h1].to(v.dtype), v.transpose(-1, -2))  # [B, h, S, S]
+                    del v
+                    att = _eager_weights(self.module, q[:, h0:h1], key[:, kv], value[:, kv], mask, kwargs)
+                    sink.layer(k, d_att, att, h0)
+                    del d_att, att
+                sink.end_layer(k)
             return None
 
         return fire

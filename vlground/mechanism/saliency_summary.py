@@ -90,6 +90,7 @@ class _Reductions(SaliencySink):
         self.map_length = map_length
         self.parts: dict[str, torch.Tensor] = {}
         self._masks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._acc: torch.Tensor | None = None  #: the layer's ``sum_h I`` ``[B, S, S]`` while its chunks arrive
 
     def start(self, batch: int, layers: int, heads: int, seq: int) -> None:
         f32 = dict(dtype=torch.float32)
@@ -120,29 +121,37 @@ class _Reductions(SaliencySink):
             self._masks[device] = (causal, causal & valid[:, :, None] & valid[:, None, :])
         return self._masks[device]
 
-    def layer(self, k: int, grad: torch.Tensor, att: torch.Tensor) -> None:
+    def layer(self, k: int, grad: torch.Tensor, att: torch.Tensor, h0: int = 0) -> None:
         p = self.parts
         dev = grad.device
-        causal, pairs = self._on(dev)
-        prod = grad.float() * att.float()  # [B, H, S, S]
+        causal, _ = self._on(dev)
+        prod = grad.float() * att.float()  # [B, h, S, S]: heads h0 .. h0 + h
         del grad, att
-        B, _, S, _ = prod.shape
+        B, h, S, _ = prod.shape
+        heads = slice(h0, h0 + h)
         b = torch.arange(B, device=dev)
         t = self.t.to(dev)
-        p["row"][:, k] = prod[b, :, t].cpu()
-        layer = prod.sum(1).abs_()  # [B, S, S]: |sum_h I|, Wang et al.'s per-layer map
-        p["layer_row"][:, k] = layer[b, t].cpu()
-        p["layer_mass"][:, k] = layer.masked_fill_(~pairs, 0.0).sum((-1, -2)).cpu()
-        del layer
+        p["row"][:, k, heads] = prod[b, :, t].cpu()
+        if self._acc is None or self._acc.device != dev:
+            self._acc = torch.zeros(B, S, S, dtype=torch.float32, device=dev)
+        self._acc += prod.sum(1)  # sum_h I over the layer's heads, chunk by chunk
         if "map_mean" in p:
             n = p["map_mean"].shape[-1]
-            p["map_mean"][k] = prod[self.map_items, :, :n, :n].mean(0).cpu()
+            p["map_mean"][k, heads] = prod[self.map_items, :, :n, :n].mean(0).cpu()
         mass = prod.abs_().masked_fill_(~causal, 0.0)  # in place: M = |I| on the causal triangle
-        p["total"][:, k] = mass.sum((-1, -2)).cpu()
-        p["row_mass"][:, k] = mass.sum(-1).cpu()
-        p["row_max"][:, k] = mass.amax(-1).cpu()
+        p["total"][:, k, heads] = mass.sum((-1, -2)).cpu()
+        p["row_mass"][:, k, heads] = mass.sum(-1).cpu()
+        p["row_max"][:, k, heads] = mass.amax(-1).cpu()
         dot, idx = mass.flatten(-2).max(dim=-1)
-        p["dot"][:, k], p["dot_index"][:, k] = dot.cpu(), idx.cpu()
+        p["dot"][:, k, heads], p["dot_index"][:, k, heads] = dot.cpu(), idx.cpu()
+
+    def end_layer(self, k: int) -> None:
+        p, layer = self.parts, self._acc.abs_()  # [B, S, S]: |sum_h I|, Wang et al.'s per-layer map
+        self._acc = None
+        _, pairs = self._on(layer.device)
+        b = torch.arange(layer.shape[0], device=layer.device)
+        p["layer_row"][:, k] = layer[b, self.t.to(layer.device)].cpu()
+        p["layer_mass"][:, k] = layer.masked_fill_(~pairs, 0.0).sum((-1, -2)).cpu()
 
     def result(self) -> SaliencySummary:
         return SaliencySummary(predict_positions=self.t, **self.parts)
