@@ -133,6 +133,13 @@ def measure(fn, device: str):
     return result, seconds, max(peak - start_mem, 0)
 
 
+def chunk_heads(heads: int, seq: int, batch: int = 1) -> int:
+    """Heads per chunk of the sdpa pass's backward hook (``vlground.mechanism.saliency_sdpa.CHUNK_BYTES``; no grouped keys)."""
+    from vlground.mechanism.saliency_sdpa import CHUNK_BYTES
+
+    return min(heads, max(1, CHUNK_BYTES // (batch * seq * seq * 4)))
+
+
 def bytes_7b(layers: int = 32, heads: int = 32, hidden: int = 4096, seq: int = 2500, dtype_bytes: int = 2) -> dict[str, int]:
     """Saliency-pass memory of one item of a Llama-style 7B decoder, from shapes (attention only).
 
@@ -142,7 +149,8 @@ def bytes_7b(layers: int = 32, heads: int = 32, hidden: int = 4096, seq: int = 2
     4); ``graph_sdpa``: what it holds with sdpa instead (per layer query, key, value and output,
     ``[seq, hidden]`` each, and the log-sum-exp); ``layer_eager`` / ``layer_sdpa``: the transient of
     one layer in the backward hook (eager: its gradient and the float32 product; sdpa also the
-    recomputed scores, float32 softmax and its cast, ``dL/dA``); ``full``: the ``[L, H, S, S]`` float32
+    recomputed scores, float32 softmax and its cast, ``dL/dA``, for one chunk of heads, and the layer's
+``[S, S]`` sum over heads); ``full``: the ``[L, H, S, S]`` float32
     maps that were kept per item (on the host; the probe memo kept every item's); ``summary``: the
     reductions kept now.  The MLP and residual activations, ``O(seq x hidden)`` per layer, come on
     top in both and are not counted.
@@ -152,7 +160,7 @@ def bytes_7b(layers: int = 32, heads: int = 32, hidden: int = 4096, seq: int = 2
     return {"graph_eager": layers * cells * (4 + cast),
             "graph_sdpa": layers * (4 * seq * hidden * dtype_bytes + heads * seq * 4),
             "layer_eager": cells * (dtype_bytes + 4) + seq * seq * 4,
-            "layer_sdpa": cells * (dtype_bytes + 4 + cast + dtype_bytes + 4) + seq * seq * 4,
+            "layer_sdpa": chunk_heads(heads, seq) * seq * seq * (dtype_bytes + 4 + cast + dtype_bytes + 4) + seq * seq * 4,
             "full": layers * cells * 4,
             "summary": (layers * heads * (3 * seq + 3) + layers * (seq + 1)) * 4 + 8 * layers * heads}
 
