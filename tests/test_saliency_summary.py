@@ -139,3 +139,50 @@ def test_vlm_reductions_through_the_adapter_equal_the_full_maps(tiny_llava_adapt
     got, _ = head_inside_shares(s.row, batch.env_mask, batch.env_span)
     want, _ = head_inside_shares(full[torch.arange(len(batch)), :, :, pos], batch.env_mask, batch.env_span)
     torch.testing.assert_close(got, want, **TOL)
+
+
+VLMS = {
+    "paligemma": ("vlground.vision.tiny_gemma:save_tiny_paligemma", {}, "paligemma"),  # soft-capping, prefix-LM mask
+    "gemma3": ("vlground.vision.tiny_gemma:save_tiny_gemma3", {}, "gemma3"),
+    "idefics3": ("vlground.vision.tiny_idefics3:save_tiny_idefics3", {}, "idefics3"),
+    "internvl": ("vlground.vision.tiny_internvl:save_tiny_internvl", {}, "internvl"),
+    "qwen2vl": ("vlground.vision.tiny_qwen2vl:save_tiny_qwen2vl", {}, "qwen2vl"),  # M-RoPE
+    "llava_next": ("vlground.vision.tiny_llava_next:save_tiny_llava_next", {}, "llava_next"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(VLMS))
+def test_sdpa_saliency_and_monitor_rows_equal_eager_on_each_vlm(name, tmp_path, monkeypatch):
+    """The probes' sdpa saliency pass (maps recomputed per layer, one head group at a time) and the
+    monitor's sdpa rows give the eager results on every VLM adapter's tiny model (their sites come
+    from the adapter: no resolver is registered for these model types)."""
+    import importlib
+
+    from vlground.engine.registry import get_adapter_class
+    from vlground.mechanism import saliency_sdpa
+    from vlground.monitor.backends import backend_for
+    from vlground.monitor.generate import forward
+    from vlground.monitor.score import capture_attention
+
+    spec, kw, adapter_name = VLMS[name]
+    mod, fn = spec.split(":")
+    folder = getattr(importlib.import_module(mod), fn)(tmp_path / name, **kw)
+    adapter = get_adapter_class(adapter_name).from_options(vlm_options(folder, grey_box_mismatch(tmp_path / "mm"), limit=2))
+    loaded = adapter.load(adapter.checkpoints()[0])
+    items = adapter.items(loaded)
+    batch = adapter.batch(loaded, items[:2])
+    eager = adapter.saliency(loaded, batch, predict_row_only=False, kernel="eager")
+    monkeypatch.setattr(saliency_sdpa, "CHUNK_BYTES", 1)
+    sdpa = adapter.saliency(loaded, batch, predict_row_only=False)
+    assert not torch.equal(sdpa, eager)  # really another pass
+    torch.testing.assert_close(sdpa, eager, atol=1e-6 * float(eager.abs().max()), rtol=1e-4)
+    b = backend_for(adapter, loaded)
+    enc = b.encode(str(items[0].meta["object"].image), b.prompt("Describe the image."))
+    sites = adapter.attention_site(loaded)
+    ref = forward(adapter, loaded, enc.inputs, output_attentions=True)
+    want = torch.stack([ref.attentions[layer][0, :, -1, :] for layer in sites.layers]).float()
+    with capture_attention(loaded.model, sites) as rec:
+        forward(adapter, loaded, enc.inputs)
+        rows = rec.pop()[0]
+    torch.testing.assert_close(rows, want, atol=1e-6, rtol=1e-5)

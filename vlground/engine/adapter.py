@@ -250,7 +250,8 @@ class Adapter(abc.ABC):
         dev = ids.device if ids is not None else embeds.device
         return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
                                   batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
-                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, kernel=kernel, **inputs)
+                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, kernel=kernel,
+                                  sites=self._sites_or_none(loaded), **inputs)
 
     def saliency_summary(self, loaded: LoadedModel, batch: ProbeBatch, *, dtype: torch.dtype | None = None,
                          map_items=None, map_length: int | None = None, kernel: str = "sdpa"):
@@ -267,7 +268,17 @@ class Adapter(abc.ABC):
         dev = ids.device if ids is not None else embeds.device
         return saliency_summary(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
                                 batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds, dtype=dtype,
-                                map_items=map_items, map_length=map_length, kernel=kernel, **inputs)
+                                map_items=map_items, map_length=map_length, kernel=kernel,
+                                sites=self._sites_or_none(loaded), **inputs)
+
+    def _sites_or_none(self, loaded: LoadedModel):
+        """:meth:`attention_site`, or None where it cannot say (the saliency pass then resolves or runs eager)."""
+        from vlground.mechanism.errors import MechanismError
+
+        try:
+            return self.attention_site(loaded)
+        except MechanismError:
+            return None
 
     @torch.no_grad()
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:

@@ -88,6 +88,7 @@ def attention_saliency(
     predict_row_only: bool = False,
     dtype: torch.dtype | None = None,
     kernel: str = "eager",
+    sites=None,
     **model_kwargs,
 ) -> torch.Tensor:
     """Saliency of every head of the chosen layers for a batch, from one backward pass.
@@ -109,6 +110,8 @@ def attention_saliency(
             None (default) runs in the model's own dtype.
         kernel: ``"eager"`` (default) or ``"sdpa"`` (maps recomputed per layer in the backward
             pass, none kept in the autograd graph), see :func:`saliency_pass`.
+        sites: :class:`~vlground.mechanism.sites.AttentionSites` for ``kernel="sdpa"`` on a model
+            whose ``model_type`` has none registered (an adapter's ``attention_site``).
         **model_kwargs: further model inputs, e.g. ``pixel_values`` for a VLM (LLaVA finds its
             image-token slots in ``inputs_embeds`` by the image token's embedding).
 
@@ -119,7 +122,7 @@ def attention_saliency(
     """
     sink = _FullMaps(torch.as_tensor(predict_positions, dtype=torch.long) if predict_row_only else None)
     saliency_pass(model, input_ids, predict_positions, target_ids, attention_mask, sink, inputs_embeds=inputs_embeds,
-                  layers=layers, dtype=dtype, kernel=kernel, **model_kwargs)
+                  layers=layers, dtype=dtype, kernel=kernel, sites=sites, **model_kwargs)
     return sink.out
 
 
@@ -135,6 +138,7 @@ def saliency_pass(
     layers: Sequence[int] | None = None,
     dtype: torch.dtype | None = None,
     kernel: str = "eager",
+    sites=None,
     **model_kwargs,
 ) -> None:
     """The one forward and backward pass behind :func:`attention_saliency` and
@@ -145,7 +149,8 @@ def saliency_pass(
     ``"sdpa"`` (the fused kernel in every layer; each chosen layer's map and ``dL/dA`` recomputed from
     its query, key, value and ``dL/dO`` when the backward pass reaches it, so the graph holds no map:
     :mod:`vlground.mechanism.saliency_sdpa`; models outside transformers' AttentionInterface, or
-    without registered attention sites, run eager)."""
+    without attention sites, run eager). ``sites``: the model's :class:`AttentionSites` where its
+    ``model_type`` has none registered (an adapter's ``attention_site``)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise MechanismError("give exactly one of input_ids and inputs_embeds")
     if input_ids is not None:
@@ -175,9 +180,9 @@ def saliency_pass(
     if kernel == "sdpa":
         from vlground.mechanism.saliency_sdpa import supports_recompute
 
-        if supports_recompute(model):
+        if supports_recompute(model, sites):
             return _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, target_ids, keep, sink,
-                                    autocast, kwargs)
+                                    autocast, kwargs, sites)
         log.debug("%s: no sdpa saliency pass (not on transformers' AttentionInterface); eager", type(model).__name__)
     elif kernel != "eager":
         raise MechanismError(f"unknown saliency kernel {kernel!r}; known: 'eager', 'sdpa'")
@@ -210,7 +215,8 @@ def saliency_pass(
                 h.remove()
 
 
-def _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, target_ids, keep, sink, autocast, kwargs) -> None:
+def _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, target_ids, keep, sink, autocast, kwargs,
+                     sites=None) -> None:
     """:func:`saliency_pass` with sdpa in every layer, each chosen layer's map recomputed in the backward
     pass (:mod:`vlground.mechanism.saliency_sdpa`)."""
     from vlground.mechanism.saliency_sdpa import recompute_kernel
@@ -218,7 +224,7 @@ def _recomputed_pass(model, inputs_embeds, attention_mask, predict_positions, ta
     was_training = model.training
     try:
         model.eval()
-        with recompute_kernel(model, keep) as taps, _frozen(model), torch.enable_grad():
+        with recompute_kernel(model, keep, sites) as taps, _frozen(model), torch.enable_grad():
             with autocast:
                 out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
                 loss = target_loss(out.logits, predict_positions, target_ids).sum()

@@ -151,21 +151,22 @@ def _register() -> None:
     AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
-def supports_recompute(model: nn.Module) -> bool:
-    """Whether ``model`` runs on transformers' AttentionInterface and has registered attention sites."""
+def supports_recompute(model: nn.Module, sites=None) -> bool:
+    """Whether ``model`` runs on transformers' AttentionInterface and has attention sites (given or registered)."""
     from vlground.mechanism.sites import has_attention_sites
 
     return (getattr(getattr(model, "config", None), "_attn_implementation", None) is not None
-            and hasattr(model, "set_attn_implementation") and has_attention_sites(model))
+            and hasattr(model, "set_attn_implementation") and (sites is not None or has_attention_sites(model)))
 
 
 @contextlib.contextmanager
-def recompute_kernel(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, list[LayerTap]]]:
+def recompute_kernel(model: nn.Module, layers: Sequence[int], sites=None) -> Iterator[dict[int, list[LayerTap]]]:
     """Run ``model`` with :data:`IMPLEMENTATION` inside the block; yields ``{layer: [LayerTap, ...]}``
-    filled by each forward call of the chosen decoder ``layers``. Restored in ``finally``."""
+    filled by each forward call of the chosen decoder ``layers`` (``sites``: the model's attention sites;
+    default: resolved by ``model_type``). Restored in ``finally``."""
     from vlground.mechanism.sites import get_module, resolve_sites
 
-    sites = resolve_sites(model)
+    sites = sites if sites is not None else resolve_sites(model)
     _register()
     taps: dict[int, list[LayerTap]] = {layer: [] for layer in layers}
     modules = {get_module(model, sites.path(layer).rsplit(".", 1)[0]): layer for layer in layers}

@@ -170,6 +170,7 @@ def saliency_summary(
     map_items: Sequence[int] | None = None,
     map_length: int | None = None,
     kernel: str = "eager",
+    sites=None,
     **model_kwargs,
 ) -> SaliencySummary:
     """The probes' reductions of every chosen head's saliency, from one forward and backward pass.
@@ -184,7 +185,7 @@ def saliency_summary(
     pp = torch.as_tensor(predict_positions, dtype=torch.long)
     sink = _Reductions(pp, attention_mask, map_items, map_length)
     saliency_pass(model, input_ids, predict_positions, target_ids, attention_mask, sink, inputs_embeds=inputs_embeds,
-                  layers=layers, dtype=dtype, kernel=kernel, **model_kwargs)
+                  layers=layers, dtype=dtype, kernel=kernel, sites=sites, **model_kwargs)
     return sink.result()
 
 
