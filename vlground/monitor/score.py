@@ -88,6 +88,8 @@ def capture_attention(model: nn.Module, sites: AttentionSites, layers: Sequence[
     """
     from vlground.monitor.rows import rows_kernel, supports_rows_kernel, watch
 
+    if kernel not in ("sdpa", "eager"):
+        raise MechanismError(f"unknown capture kernel {kernel!r}; known: 'sdpa', 'eager'")
     keep = tuple(sites.layers if layers is None else layers)
     rec = AttentionRecorder(keep, all_layers=tuple(sites.layers))
 
