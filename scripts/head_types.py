@@ -18,7 +18,8 @@ def head_type_shares(run: str, step: int | None = None, mech_items: int = 48) ->
     import torch
 
     from vlground.adapters.childes import ChildesAdapter
-    from vlground.mechanism.patterns import GATHER_RULES, GatherAggregateThresholds, classify_heads
+    from vlground.mechanism.patterns import GATHER_RULES, GatherAggregateThresholds
+    from vlground.mechanism.saliency_summary import classify_from_summary
     from vlground.numbering import layer_number
     from vlground.probes.base import ProbeContext
     from vlground.probes.common import saliency_parts
@@ -31,11 +32,11 @@ def head_type_shares(run: str, step: int | None = None, mech_items: int = 48) ->
     ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
     parts = saliency_parts(ctx, mech_items)  # batches of items, each padded to its own length
     types = ("gather", "aggregate", "gather-only", "neither")
-    out = {"run": run, "step": ckpt.step, "items": sum(p.saliency.shape[0] for p in parts),
+    out = {"run": run, "step": ckpt.step, "items": sum(len(p.summary) for p in parts),
            "heads_per_layer": site.n_heads, "rules": {}}
     for rule in GATHER_RULES:
         th = GatherAggregateThresholds(gather_rule=rule)
-        pats = [classify_heads(p.saliency, th, p.batch.predict_positions.cpu()) for p in parts]
+        pats = [classify_from_summary(p.summary, th, p.batch.predict_positions.cpu()) for p in parts]
         masks = {t: torch.cat([pt.mask(t) for pt in pats]) for t in types}  # bool [items, L, H]
         per = {}
         for k, layer in enumerate(site.layers):

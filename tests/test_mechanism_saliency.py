@@ -54,6 +54,35 @@ def test_matches_per_item_per_head_reference(fixture, request):
     assert torch.all(sal.triu(1) == 0)  # causal: nothing flows from the future
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_bamba", "tiny_llava"])
+def test_sdpa_kernel_recomputes_the_maps_of_the_per_item_per_head_reference(fixture, chunked, request, monkeypatch):
+    """kernel="sdpa": sdpa in every layer, each map and its gradient recomputed per layer in the backward
+    pass (none in the graph); the same saliency as the eager reference, with padding too."""
+    from vlground.mechanism import saliency_sdpa
+    from vlground.mechanism.saliency_sdpa import IMPLEMENTATION, _TAPPED
+
+    if chunked:  # one group of query heads (per key/value head) at a time
+        monkeypatch.setattr(saliency_sdpa, "CHUNK_BYTES", 1)
+    model = request.getfixturevalue(fixture)
+    before = model.config._attn_implementation
+    ids, pos, tgt = items()
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    seen = []
+    h = model.register_forward_pre_hook(lambda m, a: seen.append(m.config._attn_implementation))
+    try:
+        sal = attention_saliency(model, ids, pos, tgt, kernel="sdpa")
+        padded = attention_saliency(model, ids, pos, tgt, mask, kernel="sdpa", layers=attention_layer_indices(model)[-1:])
+    finally:
+        h.remove()
+    assert seen == [IMPLEMENTATION, IMPLEMENTATION] and model.config._attn_implementation == before and not len(_TAPPED)
+    ref = reference_saliency(model, ids, pos, tgt)
+    assert torch.allclose(sal, ref, atol=1e-6, rtol=1e-4) and sal.abs().sum() > 0
+    eager = attention_saliency(model, ids, pos, tgt, mask, layers=attention_layer_indices(model)[-1:])
+    assert torch.allclose(padded, eager, atol=1e-6, rtol=1e-4) and padded.abs().sum() > 0
+
+
 def test_layers_subset_and_frozen_params(tiny_gpt2):
     ids, pos, tgt = items()
     full = attention_saliency(tiny_gpt2, ids, pos, tgt)

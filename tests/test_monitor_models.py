@@ -62,25 +62,64 @@ def _hook_count(model) -> int:
 
 
 def test_capture_removes_its_hooks_also_when_the_block_raises(loaded):
+    from vlground.monitor import rows as R
+
     adapter, lm, b = loaded
     sites = adapter.attention_site(lm)
-    before = _hook_count(lm.model)
+    before, impl = _hook_count(lm.model), lm.model.config._attn_implementation
     with pytest.raises(RuntimeError, match="boom"):
-        with capture_attention(lm.model, sites):
+        with capture_attention(lm.model, sites, kernel="eager"):
             assert _hook_count(lm.model) == before + len(sites.layers)
             raise RuntimeError("boom")
     assert _hook_count(lm.model) == before
+    with pytest.raises(RuntimeError, match="boom"):  # the default: sdpa kept, rows computed by the registered kernel
+        with capture_attention(lm.model, sites):
+            assert lm.model.config._attn_implementation == R.IMPLEMENTATION and len(R._WATCHED) == len(sites.layers)
+            assert _hook_count(lm.model) == before
+            raise RuntimeError("boom")
+    assert lm.model.config._attn_implementation == impl and len(R._WATCHED) == 0
 
 
-def test_captured_rows_are_the_models_attention_at_the_predicting_position(loaded):
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_captured_rows_are_the_models_attention_at_the_predicting_position(loaded, kernel):
     adapter, lm, b = loaded
     enc = b.encode(str(IMAGES / "chelsea.png"), b.prompt("Describe the image."))
-    with capture_attention(lm.model, adapter.attention_site(lm)) as rec:
-        out = forward(adapter, lm, enc.inputs, output_attentions=True)
+    assert lm.model.config._attn_implementation == "eager"  # checkpoints load eager: the reference
+    ref = forward(adapter, lm, enc.inputs, output_attentions=True)
+    with capture_attention(lm.model, adapter.attention_site(lm), kernel=kernel) as rec:
+        out = forward(adapter, lm, enc.inputs, output_attentions=kernel == "eager")
         rows = rec.pop()  # [1, L, H, S]
-    want = torch.stack([a[0, :, -1, :] for a in out.attentions])  # [L, H, S]
-    assert torch.allclose(rows[0], want.float()) and rows.shape[1:] == (2, 8, enc.inputs["input_ids"].shape[1])
+    want = torch.stack([a[0, :, -1, :] for a in ref.attentions])  # [L, H, S]
+    torch.testing.assert_close(rows[0], want.float(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
+    assert rows.shape[1:] == (2, 8, enc.inputs["input_ids"].shape[1])
     assert int(enc.image.sum()) == 36  # 6x6 patches of the tiny LLaVA
+
+
+def test_sdpa_capture_of_the_monitored_layers_scores_as_the_all_eager_path(loaded):
+    """The monitor with sdpa in every layer and rows only where a chosen head sits gives the tokens,
+    rows and grounding scores of the all-eager path (every layer's weights, forward hooks)."""
+    from vlground.monitor.score import grounding, monitored_layers
+
+    adapter, lm, b = loaded
+    sites = adapter.attention_site(lm)
+    heads = torch.zeros(2, 8, dtype=torch.bool)
+    heads[1, 3] = heads[1, 6] = True
+    assert monitored_layers(sites, heads) == (sites.layers[1],)
+    for image in ("coffee.png", "chelsea.png"):
+        enc = b.encode(str(IMAGES / image), b.prompt("Describe the image."))
+        with capture_attention(lm.model, sites, kernel="eager") as rec:
+            eager = decode(adapter, lm, enc.inputs, max_new_tokens=6, recorder=rec, image=enc.image, heads=heads)
+        with capture_attention(lm.model, sites, layers=monitored_layers(sites, heads)) as rec:
+            fast = decode(adapter, lm, enc.inputs, max_new_tokens=6, recorder=rec, image=enc.image, heads=heads)
+        assert [s.token for s in fast] == [s.token for s in eager] and len(fast) == 6
+        for f, e in zip(fast, eager):
+            assert f.rows.shape[0] == 1 and e.rows.shape[0] == 2  # only the monitored layer was captured
+            torch.testing.assert_close(f.rows, e.rows[1:], atol=1e-6, rtol=1e-5)
+            assert f.score == pytest.approx(e.score, abs=1e-6)
+            assert f.score == pytest.approx(float(grounding(e.rows[None], enc.image, heads).score[0]), abs=1e-6)
+            assert f.logprob == pytest.approx(e.logprob, abs=1e-5)
+    assert lm.model.config._attn_implementation == "eager"  # restored
 
 
 def test_monitored_decoding_is_plain_decoding_with_one_forward_per_token(loaded):

@@ -104,7 +104,7 @@ def test_heads_table_indices_address_the_hooked_module(tiny_runs, tmp_path):
     from vlground.probes.common import saliency_parts
 
     ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
-    sal = torch.cat([p.saliency for p in saliency_parts(ctx, 4)])  # [B, L_att, H, S, S]
+    sal = torch.cat([adapter.saliency(loaded, p.batch, predict_row_only=False, kernel="eager") for p in saliency_parts(ctx, 4)])  # [B, L_att, H, S, S]
     per_head = sal.abs().sum((-1, -2))
     share = (per_head / per_head.sum((-1, -2), keepdim=True)).mean(0)
     for r in rows:

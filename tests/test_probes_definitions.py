@@ -21,13 +21,18 @@ from vlground.probes.runner import run_probes
 N_ITEMS = 8
 
 
+def full_maps(ctx, batch):
+    """``[B, L, H, S, S]``: the full saliency maps of a batch (the reference the probes' reductions must match)."""
+    return ctx.adapter.saliency(ctx.loaded, batch, predict_row_only=False, kernel="eager")
+
+
 def final_patterns(adapter, rule):
     """Gather/aggregate heads of the mechanistic items, computed here on the run's last checkpoint."""
     ckpt = adapter.checkpoints()[-1]
     loaded = adapter.load(ckpt)
     ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
     parts = saliency_parts(ctx, N_ITEMS)
-    sal = torch.cat([p.saliency for p in parts])
+    sal = torch.cat([full_maps(ctx, p.batch) for p in parts])
     pos = torch.cat([p.batch.predict_positions.cpu() for p in parts])
     return classify_heads(sal, GatherAggregateThresholds(gather_rule=rule), pos), adapter.attention_site(loaded)
 
@@ -108,11 +113,63 @@ def test_bf16_probe_dtype_runs_the_saliency_pass_under_autocast(tiny_runs, tmp_p
     ckpt = adapter.checkpoints()[-1]
     loaded = adapter.load(ckpt)
     ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
-    f32 = torch.cat([p.saliency for p in saliency_parts(ctx, 4)])
-    bf = torch.cat([p.saliency for p in saliency_parts(ctx, 4, "bfloat16")])
+    f32 = torch.cat([p.summary.row for p in saliency_parts(ctx, 4)])
+    bf = torch.cat([p.summary.row for p in saliency_parts(ctx, 4, "bfloat16")])
     assert bf.dtype == torch.float32 and bf.shape == f32.shape and not torch.equal(bf, f32)
     assert float((bf - f32).norm() / f32.norm()) < 0.1
     assert set(ctx.memo) == {"saliency:4:float32", "saliency:4:bfloat16"}  # never one for the other
+
+
+@pytest.mark.parametrize("rule", ["strip-off-target", "strip-minus-dot"])
+def test_heads_and_flow_probes_equal_their_full_map_computation(tiny_runs, rule):
+    """The heads and saliency probes read per-layer reductions; their tables and head maps equal what
+    the full maps give (the probes' computation at commit 77239e9, on maps from Adapter.saliency)."""
+    from vlground.mechanism.flow import flow_into
+    from vlground.mechanism.patterns import mechanism_share
+    from vlground.probes.runner import build_probes
+
+    adapter = ChildesAdapter.from_options({"runs": [str(tiny_runs["transformer"])], "device": "cpu", "pairing": "diagonal"})
+    loaded = adapter.load(adapter.checkpoints()[-1])
+    ctx = ProbeContext(adapter, loaded, adapter.items(loaded))
+    heads_probe, flow_probe = build_probes(["heads", "saliency"], {"mech_items": N_ITEMS, "gather_rule": rule, "identify_at": "each"})
+    heads, flow = heads_probe.run(ctx), flow_probe.run(ctx)
+    parts = saliency_parts(ctx, N_ITEMS)
+    th = GatherAggregateThresholds(gather_rule=rule)
+    gather, aggregate, share, env_share, s_env, s_rest, g_share = [], [], [], [], [], [], []
+    for p in parts:
+        sal, b = full_maps(ctx, p.batch), p.batch
+        pat = classify_heads(sal, th, b.predict_positions.cpu())
+        gather.append(pat.gather.float())
+        aggregate.append(pat.aggregate.float())
+        per_head = sal.abs().sum((-1, -2))
+        share.append(per_head / per_head.sum((-1, -2), keepdim=True))
+        into = sal.abs()[torch.arange(len(b)), :, :, b.predict_positions]
+        env_share.append((into * b.env_mask[:, None, None, :]).sum(-1) / into.sum(-1).clamp_min(1e-30))
+        fl = flow_into(sal, b.predict_positions, b.env_mask, valid=b.model_inputs.get("attention_mask"))
+        s_env.append(fl.env)
+        s_rest.append(fl.rest)
+        g_share.append(mechanism_share(sal, pat.gather))
+        if p is parts[0]:
+            same = [i for i, it in enumerate(b.items) if it.template == b.items[0].template]
+            n = int(b.predict_positions[0]) + 1
+            maps = sal[same, :, :, :n, :n].mean(0)
+    site = adapter.attention_site(loaded)
+    want = {"gather_frac_here": torch.cat(gather).mean(0), "aggregate_frac_here": torch.cat(aggregate).mean(0),
+            "saliency_share": torch.cat(share).mean(0), "env_share": torch.cat(env_share).mean(0)}
+    rows = heads.tables["heads"]
+    assert len(rows) == len(site.layers) * site.n_heads
+    for r in rows:
+        k = site.layers.index(r.layer_index)
+        for col, ref in want.items():
+            assert getattr(r, col) == pytest.approx(float(ref[k, r.head_index]), rel=1e-5, abs=1e-7), col
+    assert heads.record["gather_share"] == pytest.approx(float(torch.cat(g_share).mean()), rel=1e-5)
+    np.testing.assert_allclose(heads.arrays["maps"], maps.numpy(), rtol=1e-5, atol=1e-7)
+    env, rest = torch.cat(s_env).mean(0), torch.cat(s_rest).mean(0)
+    for r in flow.tables["flow"]:
+        k = site.layers.index(r.layer_index)
+        assert r.s_env == pytest.approx(float(env[k]), rel=1e-5, abs=1e-9)
+        assert r.s_rest == pytest.approx(float(rest[k]), rel=1e-5, abs=1e-9)
+    assert any(r.s_env for r in flow.tables["flow"]) and float(want["saliency_share"].sum()) > 0
 
 
 def test_a_saved_lens_is_reused_only_for_the_same_fit(tiny_runs, tmp_path):

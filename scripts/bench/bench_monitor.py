@@ -1,16 +1,20 @@
 """Benchmark: the grounding monitor's cost per generated token, as a ratio to plain generation, in one run.
 
 The same greedy decoding loop (:func:`vlground.monitor.generate.decode`, key/value cache) runs on the
-same prompts three ways, interleaved round by round:
+same prompts five ways, interleaved round by round:
 
 * ``plain-sdpa``: no capture, the model's fused attention (what generation without a monitor would use);
-* ``plain-eager``: no capture, eager attention (what the monitor needs to see attention weights);
-* ``monitored``: eager attention, every head's last attention row captured by hooks in the same pass,
-  the grounding score of the chosen heads computed at every step (what mitigation needs);
-* ``monitored+baselines``: the same plus what the evaluation computes per word (all heads, 20 random sets).
+* ``plain-eager``: no capture, eager attention;
+* ``monitored``: the monitor as it runs now: ``sdpa`` in every layer, the last attention row computed
+  from query and keys only in the layers of the chosen heads (:mod:`vlground.monitor.rows`), the
+  grounding score of the chosen heads at every step (what mitigation needs);
+* ``monitored-eager``: the monitor before (commit 77239e9): eager attention in every layer, every
+  head's last row captured by forward hooks, the score at every step;
+* ``monitored+baselines``: what the evaluation runs: every layer's rows (sdpa kept), the score plus
+  what is computed per word (all heads, 20 random sets).
 
 It prints seconds per generated token of each and the median over rounds of the per-round ratios
-``monitored / plain-eager`` and ``monitored / plain-sdpa``. One torch thread (2 busy cores here).
+to ``plain-sdpa`` and ``plain-eager``. One torch thread (2 busy cores here).
 
     python scripts/bench/bench_monitor.py                                  # tiny random LLaVA
     python scripts/bench/bench_monitor.py --testbed vlground-demo-vision   # the vision testbed's trained model
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from vlground.monitor.generate import decode
     from vlground.monitor.heads import random_head_sets
-    from vlground.monitor.score import capture_attention
+    from vlground.monitor.score import capture_attention, monitored_layers
     from vlground.monitor.tasks import Scorer, WordRow
 
     adapter, loaded, b, images, prompt, what = _setup(args)
@@ -85,20 +89,23 @@ def main(argv=None) -> int:
             n += len(decode(adapter, loaded, e.inputs, max_new_tokens=args.tokens))
         return n
 
-    def monitored(baselines: bool):
-        model.set_attn_implementation("eager")
+    def monitored(mode: str):
+        model.set_attn_implementation("eager" if mode == "eager" else "sdpa")
+        kernel = "eager" if mode == "eager" else "sdpa"
+        layers = monitored_layers(sites, heads) if mode == "now" else None  # baselines: every layer's rows
         n = 0
         for e in encs:
-            with capture_attention(model, sites) as rec:
+            with capture_attention(model, sites, layers=layers, kernel=kernel) as rec:
                 steps = decode(adapter, loaded, e.inputs, max_new_tokens=args.tokens, recorder=rec, image=e.image, heads=heads)
-            if baselines:  # what the evaluation adds on every word: all heads and 20 random sets
+            if mode == "baselines":  # what the evaluation adds on every word: all heads and 20 random sets
                 for s in steps:
                     scorer.fill(WordRow("", "", 0, "", "", "", False, 0, 0.0, 0.0), s, e.image)
             n += len(steps)
         return n
 
     runs = {"plain-sdpa": lambda: plain("sdpa"), "plain-eager": lambda: plain("eager"),
-            "monitored": lambda: monitored(False), "monitored+baselines": lambda: monitored(True)}
+            "monitored": lambda: monitored("now"), "monitored-eager": lambda: monitored("eager"),
+            "monitored+baselines": lambda: monitored("baselines")}
     for f in runs.values():  # warm-up
         f()
     per_token: dict[str, list[float]] = {k: [] for k in runs}
@@ -111,7 +118,7 @@ def main(argv=None) -> int:
           f"{int(encs[0].image.sum())} image tokens, {len(sites.layers)} layers x {sites.n_heads} heads")
     for name, v in per_token.items():
         print(f"  {name:20s} {1e3 * statistics.median(v):8.3f} ms/token (median over rounds)")
-    for mon in ("monitored", "monitored+baselines"):
+    for mon in ("monitored", "monitored-eager", "monitored+baselines"):
         for ref in ("plain-eager", "plain-sdpa"):
             ratios = [m / r for m, r in zip(per_token[mon], per_token[ref])]
             print(f"  {mon} / {ref}: {statistics.median(ratios):.3f} (median of per-round ratios; "

@@ -16,6 +16,16 @@ float32, plus the per-head mass correlation and relative L2 of the maps.  ``--ch
 uses a trained vlground checkpoint (its token ids) instead of a random GPT-2.
 
     python scripts/bench/bench_saliency.py [--batch 8 --layers 4 --heads 8 --d-model 128 --seq 48 --device cpu --repeats 3 --threads 1]
+
+``--memory 512,2048`` measures instead what the probes keep: the peak memory of one saliency pass
+at each length, with the full ``[B, L, H, S, S]`` maps kept (``full``: what ``saliency_parts``
+memoised per chunk before the per-layer reductions, commit 77239e9), with the reductions the probes
+read (``summary``: :func:`vlground.mechanism.saliency_summary.saliency_summary`, eager attention) and
+with the reductions and the sdpa pass the probes run now (``summary-sdpa``: no map in the autograd
+graph, each recomputed per layer in the backward pass), each in a
+fresh process (peak RSS, ``VmHWM`` above the RSS before the pass, on the CPU; ``max_memory_allocated``
+on a GPU), and the bytes each keeps per item afterwards; then the same figures for a 7B VLM from its
+shapes (32 layers x 32 heads, 2,500 tokens, fp16 and fp32).
 """
 from __future__ import annotations
 
@@ -47,7 +57,9 @@ class BenchConfig:
     threads: int = 1
     dtype: str = ""
     checkpoint: str = ""
-    only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked)
+    only: str = ""  # internal: run one method once in this process and print its peak memory (new | stacked | full | summary)
+    memory: str = ""  # comma-separated lengths: peak memory of full maps vs per-layer reductions at each (see the docstring)
+    baseline_src: str = ""  # --memory: a checkout of the earlier commit (e.g. `git worktree add /tmp/b 77239e9`); its full-map pass is measured too
 
 
 def naive_saliency(model, ids, pos, tgt, pass_times=None):
@@ -121,6 +133,96 @@ def measure(fn, device: str):
     return result, seconds, max(peak - start_mem, 0)
 
 
+def chunk_heads(heads: int, seq: int, batch: int = 1) -> int:
+    """Heads per chunk of the sdpa pass's backward hook (``vlground.mechanism.saliency_sdpa.CHUNK_BYTES``; no grouped keys)."""
+    from vlground.mechanism.saliency_sdpa import CHUNK_BYTES
+
+    return min(heads, max(1, CHUNK_BYTES // (batch * seq * seq * 4)))
+
+
+def bytes_7b(layers: int = 32, heads: int = 32, hidden: int = 4096, seq: int = 2500, dtype_bytes: int = 2) -> dict[str, int]:
+    """Saliency-pass memory of one item of a Llama-style 7B decoder, from shapes (attention only).
+
+    ``graph_eager``: what the autograd graph holds with eager attention until the backward pass
+    reaches each layer: the float32 softmax output and, in fp16/bf16, its cast to the model dtype
+    (the input of ``attn @ V``), ``(4 + dtype_bytes)`` bytes per entry of ``[heads, seq, seq]`` (fp32:
+    4); ``graph_sdpa``: what it holds with sdpa instead (per layer query, key, value and output,
+    ``[seq, hidden]`` each, and the log-sum-exp); ``layer_eager`` / ``layer_sdpa``: the transient of
+    one layer in the backward hook (eager: its gradient and the float32 product; sdpa also the
+    recomputed scores, float32 softmax and its cast, ``dL/dA``, for one chunk of heads, and the layer's
+``[S, S]`` sum over heads); ``full``: the ``[L, H, S, S]`` float32
+    maps that were kept per item (on the host; the probe memo kept every item's); ``summary``: the
+    reductions kept now.  The MLP and residual activations, ``O(seq x hidden)`` per layer, come on
+    top in both and are not counted.
+    """
+    cells = heads * seq * seq
+    cast = dtype_bytes if dtype_bytes != 4 else 0
+    return {"graph_eager": layers * cells * (4 + cast),
+            "graph_sdpa": layers * (4 * seq * hidden * dtype_bytes + heads * seq * 4),
+            "layer_eager": cells * (dtype_bytes + 4) + seq * seq * 4,
+            "layer_sdpa": chunk_heads(heads, seq) * seq * seq * (dtype_bytes + 4 + cast + dtype_bytes + 4) + seq * seq * 4,
+            "full": layers * cells * 4,
+            "summary": (layers * heads * (3 * seq + 3) + layers * (seq + 1)) * 4 + 8 * layers * heads}
+
+
+def memory_table(cfg: "BenchConfig", argv) -> float:
+    """Peak memory of the full-map pass vs the per-layer reductions at each length (fresh processes)."""
+    import subprocess
+    import sys
+
+    lengths = [int(x) for x in cfg.memory.split(",") if x]
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    drop = {"--memory", "--seq", "--only", "--baseline-src"}
+    kept_args: list[str] = []
+    skip = False
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a.split("=")[0] in drop:
+            skip = "=" not in a
+            continue
+        kept_args.append(a)
+    print(f"model: GPT-2 {cfg.layers} layers x {cfg.heads} heads, d_model {cfg.d_model}; batch {cfg.batch}; device {cfg.device}; "
+          "peak = VmHWM above the RSS before the pass (CPU) or max_memory_allocated (GPU), each pass in a fresh process")
+    ratio = 0.0
+    for seq in lengths:
+        res = {}
+        runs = [("full", "full", None), ("summary", "summary", None), ("sdpa", "summary-sdpa", None)]
+        if cfg.baseline_src:
+            import os
+
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([cfg.baseline_src, os.environ.get("PYTHONPATH", "")])}
+            runs.insert(0, ("before", "full", env))
+        for name, how, env in runs:
+            out = subprocess.run([sys.executable, __file__, *kept_args, "--seq", str(seq), "--only", how],
+                                 capture_output=True, text=True, check=True, env=env).stdout.split()
+            res[name] = (int(out[-2]), int(out[-1]))
+        if "before" in res:
+            print(f"  {seq:5d} tokens: the earlier commit's full-map pass ({cfg.baseline_src}): peak +{res['before'][0] / 2**20:8.1f} MiB "
+                  f"({res['before'][0] / max(res['summary'][0], 1):.2f}x the reductions' peak)")
+        print(f"  {seq:5d} tokens: peak +{res['sdpa'][0] / 2**20:8.1f} MiB with the reductions and sdpa (maps recomputed per "
+              f"layer, none in the graph): {res['full'][0] / max(res['sdpa'][0], 1):.2f}x lower than with full maps (eager)"
+              + (f", {res['before'][0] / max(res['sdpa'][0], 1):.2f}x lower than the earlier commit" if "before" in res else ""))
+        ratio = res["full"][0] / max(res["sdpa"][0], 1)
+        print(f"  {seq:5d} tokens: peak +{res['full'][0] / 2**20:8.1f} MiB with full maps, +{res['summary'][0] / 2**20:8.1f} MiB "
+              f"with the reductions, eager ({res['full'][0] / max(res['summary'][0], 1):.2f}x lower); kept per item {res['full'][1] / cfg.batch / 2**20:8.2f} MiB vs "
+              f"{res['summary'][1] / cfg.batch / 2**20:6.3f} MiB ({res['full'][1] / max(res['summary'][1], 1):.0f}x less)")
+    gib = 2**30
+    for name, nbytes in (("fp16", 2), ("fp32", 4)):
+        b = bytes_7b(dtype_bytes=nbytes)
+        print(f"  7B VLM (32 layers x 32 heads, d 4096, 2,500 tokens, {name}), per item, attention only: "
+              f"before (77239e9: eager, full maps kept) the graph held {b['graph_eager'] / gib:.1f} GiB of maps on the device "
+              f"(+ {b['layer_eager'] / gib:.2f} GiB for one layer in the backward pass) and {b['full'] / gib:.1f} GiB of maps "
+              f"stayed on the host per item (x 48 mechanistic items in the probe memo: {48 * b['full'] / gib:,.0f} GiB); now "
+              f"(sdpa, maps recomputed per layer) the graph holds {b['graph_sdpa'] / gib:.2f} GiB "
+              f"(+ {b['layer_sdpa'] / gib:.2f} GiB for one layer) and {b['summary'] / 2**20:.1f} MiB of reductions stay "
+              f"(x 48: {48 * b['summary'] / gib:.2f} GiB); device peak {(b['graph_eager'] + b['layer_eager']) / gib:.1f} -> "
+              f"{(b['graph_sdpa'] + b['layer_sdpa']) / gib:.1f} GiB "
+              f"({(b['graph_eager'] + b['layer_eager']) / (b['graph_sdpa'] + b['layer_sdpa']):.1f}x lower)")
+    return ratio
+
+
 def main(argv=None) -> float:
     import statistics
 
@@ -147,6 +249,20 @@ def main(argv=None) -> float:
     pos = torch.randint(cfg.seq // 2, cfg.seq, (cfg.batch,), generator=g).to(cfg.device)
     tgt = torch.randint(0, cfg.vocab, (cfg.batch,), generator=g).to(cfg.device)
 
+    if cfg.memory:
+        return memory_table(cfg, argv)
+    if cfg.only in ("full", "summary", "summary-sdpa"):  # one pass at cfg.seq in this fresh process: peak and kept bytes
+        if cfg.only == "full":
+            fn = lambda: attention_saliency(model, ids, pos, tgt)  # noqa: E731
+        else:
+            from vlground.mechanism.saliency_summary import saliency_summary
+
+            kernel = "sdpa" if cfg.only == "summary-sdpa" else "eager"
+            fn = lambda: saliency_summary(model, ids, pos, tgt, kernel=kernel)  # noqa: E731
+        kept, _, peak = measure(fn, cfg.device)
+        nbytes = kept.numel() * 4 if isinstance(kept, torch.Tensor) else kept.nbytes()
+        print(peak, nbytes)
+        return 0.0
     if cfg.only:  # a fresh process per method: peak RSS is not blurred by the allocator's cache
         fn = {"new": attention_saliency, "stacked": stacked_saliency}[cfg.only]
         fn(model, ids[:1], pos[:1], tgt[:1])

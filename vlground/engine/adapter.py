@@ -239,12 +239,15 @@ class Adapter(abc.ABC):
         return loaded.model(**self.model_inputs(loaded, batch), **kwargs)
 
     def saliency(self, loaded: LoadedModel, batch: ProbeBatch, *, predict_row_only: bool = True,
-                 layers=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+                 layers=None, dtype: torch.dtype | None = None, kernel: str = "sdpa") -> torch.Tensor:
         """Attention saliency ``dL/dA * A`` of every head for ``batch`` (the loss: each item's first
         target sub-token), through :meth:`model_inputs` (``input_ids`` become ``inputs_embeds`` so
         the maps get gradients). ``[B, L_att, H, S]`` rows into ``predict_positions`` (default), or
         ``[B, L_att, H, S, S]`` with ``predict_row_only=False``; float32 on the CPU. ``dtype``: run
         the pass under autocast in this dtype (e.g. ``torch.bfloat16``; None: the model's own).
+        ``kernel="sdpa"`` (default): the fused kernel runs in every layer and each map is recomputed
+        per layer in the backward pass, so the autograd graph holds none (models outside transformers'
+        AttentionInterface run eager); ``"eager"``: every map in the graph.
         See :func:`vlground.mechanism.saliency.attention_saliency`."""
         from vlground.mechanism.saliency import attention_saliency
 
@@ -254,7 +257,35 @@ class Adapter(abc.ABC):
         dev = ids.device if ids is not None else embeds.device
         return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
                                   batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
-                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, **inputs)
+                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, kernel=kernel,
+                                  sites=self._sites_or_none(loaded), **inputs)
+
+    def saliency_summary(self, loaded: LoadedModel, batch: ProbeBatch, *, dtype: torch.dtype | None = None,
+                         map_items=None, map_length: int | None = None, kernel: str = "sdpa"):
+        """The per-layer reductions of :meth:`saliency`'s maps that the head and flow probes read
+        (rows into ``predict_positions``, strip and dot masses, per-layer flows; ``O(S)`` per head),
+        computed inside the same pass through :meth:`model_inputs`; ``map_items`` / ``map_length``:
+        also the mean map of those items cropped to that many tokens; ``kernel`` as in :meth:`saliency`.
+        See :func:`vlground.mechanism.saliency_summary.saliency_summary`."""
+        from vlground.mechanism.saliency_summary import saliency_summary
+
+        inputs = self.model_inputs(loaded, batch)
+        ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
+        mask = inputs.pop("attention_mask", None)
+        dev = ids.device if ids is not None else embeds.device
+        return saliency_summary(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
+                                batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds, dtype=dtype,
+                                map_items=map_items, map_length=map_length, kernel=kernel,
+                                sites=self._sites_or_none(loaded), **inputs)
+
+    def _sites_or_none(self, loaded: LoadedModel):
+        """:meth:`attention_site`, or None where it cannot say (the saliency pass then resolves or runs eager)."""
+        from vlground.mechanism.errors import MechanismError
+
+        try:
+            return self.attention_site(loaded)
+        except MechanismError:
+            return None
 
     def target_logprobs(self, loaded: LoadedModel, batch: ProbeBatch) -> torch.Tensor:
         """float [B]: ``log p(target | context)`` in nats, summed over sub-tokens (no gradients).

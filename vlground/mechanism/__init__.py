@@ -1,6 +1,7 @@
 """Model-level mechanism analyses on Hugging Face models (no adapters).
 
-Saliency (:mod:`.saliency`), flows and head grids (:mod:`.flow`), gather/aggregate heads
+Saliency (:mod:`.saliency`; per-layer reductions :mod:`.saliency_summary`; the sdpa pass
+:mod:`.saliency_sdpa`), flows and head grids (:mod:`.flow`), gather/aggregate heads
 (:mod:`.patterns`), head ablation (:mod:`.ablation`), tuned lens (:mod:`.lens`, :mod:`.unembed`),
 attention sites per architecture (:mod:`.sites`), PNG helpers (:mod:`.plots`).  See docs/mechanism.md.  Names are imported lazily so that
 ``import vlground.mechanism`` does not import torch.
@@ -13,6 +14,12 @@ _EXPORTS = {
     "attention_saliency": "saliency",
     "eager_attention": "saliency",
     "target_loss": "saliency",
+    "saliency_pass": "saliency",
+    "SaliencySummary": "saliency_summary",
+    "saliency_summary": "saliency_summary",
+    "classify_from_summary": "saliency_summary",
+    "flow_from_summary": "saliency_summary",
+    "mechanism_share_from_summary": "saliency_summary",
     "AttentionSites": "sites",
     "resolve_sites": "sites",
     "attention_layer_indices": "sites",

@@ -44,7 +44,7 @@ class Step:
     token: int
     logprob: float  #: the model's own log p(token) (before any mitigation), nats
     entropy: float  #: predictive entropy of the model's distribution at this step, nats
-    rows: torch.Tensor | None = None  #: ``[layers, heads, keys]`` attention from the predicting position
+    rows: torch.Tensor | None = None  #: ``[captured layers, heads, keys]`` attention from the predicting position
     score: float | None = None  #: grounding score of the chosen heads
     penalised: bool = False  #: mitigation lowered the object words at this step
     logprobs: torch.Tensor | None = None  #: ``[vocab]`` log-probabilities (first step only)
@@ -101,12 +101,15 @@ def decode(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor
     """Greedy decoding of one prompt.
 
     inputs: model inputs of batch 1 (``input_ids [1, S]``, ``attention_mask [1, S]``, image inputs);
-    recorder: active attention capture (None: plain generation); image: bool ``[S]`` image-token positions
-    and heads: bool ``[layers, heads]`` (needed for ``score`` and ``mitigation``).
+    recorder: active attention capture (None: plain generation; it may capture only the layers of the
+    chosen heads, :func:`~vlground.monitor.score.monitored_layers`); image: bool ``[S]`` image-token
+    positions and heads: bool ``[layers, heads]`` over all attention layers (needed for ``score`` and
+    ``mitigation``; the score reads only these heads).
     """
     if mitigation is not None and (recorder is None or heads is None):
         raise MechanismError("mitigation needs the attention capture and the chosen heads")
     steps: list[Step] = []
+    chosen = recorder.select(heads) if recorder is not None and heads is not None else None  # heads of the captured layers
     mask = inputs["attention_mask"]
     prefill = adapter.model_inputs(loaded, _batch(loaded, inputs))  # the adapter's one forward path
     step_inputs = prefill
@@ -119,8 +122,8 @@ def decode(adapter: Adapter, loaded: LoadedModel, inputs: dict[str, torch.Tensor
         step = Step(token=-1, logprob=0.0, entropy=entropy, logprobs=logp.cpu() if t == 0 else None)
         if recorder is not None:
             step.rows = recorder.pop()[0]
-            if heads is not None and image is not None:
-                step.score = float(grounding(step.rows[None], image, heads, k).score[0])
+            if chosen is not None and image is not None:
+                step.score = float(grounding(step.rows[None], image, chosen, k).score[0])
         choice = logits
         if mitigation is not None and step.score is not None and step.score < mitigation.threshold:
             choice = logits.clone()

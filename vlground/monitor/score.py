@@ -1,11 +1,13 @@
 """The grounding score of a word, from the attention of chosen heads at the position that predicts it.
 
 Attention is read in the forward pass that produces the word (no second pass): :func:`capture_attention`
-hooks every attention module of the model (the parent of each :class:`AttentionSites` output
-projection; eager attention returns its weights ``[batch, heads, queries, keys]`` as the second
-output) and keeps, per forward pass, only the *last* query row of every head: ``[batch, layers,
-heads, keys]``, the row of the position whose logits pick the next token. The hooks live only inside
-the ``with`` block and are removed in ``finally``, also when the block raises.
+keeps, per forward pass, only the *last* query row of every head of the captured layers: ``[batch,
+layers, heads, keys]``, the row of the position whose logits pick the next token. Every layer keeps
+the fused ``sdpa`` kernel; the captured layers compute that one row from the same query and keys
+(:mod:`vlground.monitor.rows`). Models outside transformers' AttentionInterface run eager attention
+and forward hooks on the attention modules (the parents of the :class:`AttentionSites` output
+projections) read the row from the weights they return. Either lives only inside the ``with``
+block and is undone in ``finally``, also when the block raises.
 
 For one word, with ``a[h, j]`` head ``h``'s attention from the predicting position to key ``j`` and
 ``V`` the image-token positions (``n = |V|``):
@@ -43,6 +45,14 @@ class AttentionRecorder:
     layers: tuple[int, ...]  #: decoder-layer indices, in the order of dimension 1
     rows: list[torch.Tensor] = field(default_factory=list)
     _pending: dict[int, torch.Tensor] = field(default_factory=dict)
+    all_layers: tuple[int, ...] | None = None  #: the model's attention layers (the first dimension of a heads mask); None: ``layers``
+
+    def select(self, heads: torch.Tensor) -> torch.Tensor:
+        """bool ``[len(layers), heads]``: the rows of a ``[all attention layers, heads]`` mask for the captured layers."""
+        every = self.all_layers or self.layers
+        if heads.shape[0] != len(every):
+            raise MechanismError(f"heads mask for {heads.shape[0]} layers; the model has {len(every)} attention layers")
+        return heads[[every.index(layer) for layer in self.layers]]
 
     def pop(self) -> torch.Tensor:
         """The last query rows of the most recent forward pass, ``[batch, layers, heads, keys]`` (float32, CPU)."""
@@ -54,34 +64,61 @@ class AttentionRecorder:
         return out
 
 
+def monitored_layers(sites: AttentionSites, heads: torch.Tensor) -> tuple[int, ...]:
+    """Decoder-layer indices holding at least one chosen head (``heads``: bool ``[layers, heads]``)."""
+    return tuple(layer for layer, row in zip(sites.layers, heads) if bool(row.any()))
+
+
 def attention_module_path(sites: AttentionSites, layer: int) -> str:
     """The attention module of ``layer``: the parent of its output projection."""
     return sites.path(layer).rsplit(".", 1)[0]
 
 
 @contextlib.contextmanager
-def capture_attention(model: nn.Module, sites: AttentionSites, layers: Sequence[int] | None = None) -> Iterator[AttentionRecorder]:
-    """Hook the attention modules of ``layers`` (default: all attention layers) inside the block.
+def capture_attention(model: nn.Module, sites: AttentionSites, layers: Sequence[int] | None = None,
+                      kernel: str = "sdpa") -> Iterator[AttentionRecorder]:
+    """Capture the last query row of every head of ``layers`` (default: all attention layers) inside the block.
 
-    Each hooked module's forward output must be ``(attn_output, attn_weights, ...)`` with weights
-    ``[batch, heads, queries, keys]`` (eager attention); the hook keeps ``weights[:, :, -1, :]``.
+    ``kernel="sdpa"`` (default, for models on transformers' AttentionInterface): every layer keeps the
+    fused kernel and only the captured layers compute their last query row, from the same query and
+    keys with the model's own eager formula (:mod:`vlground.monitor.rows`); other models fall back to
+    ``"eager"``: forward hooks on the attention modules, whose forward output must be
+    ``(attn_output, attn_weights, ...)`` with weights ``[batch, heads, queries, keys]`` (the model
+    must run eager attention); the hook keeps ``weights[:, :, -1, :]``.
     """
+    from vlground.monitor.rows import rows_kernel, supports_rows_kernel, watch
+
+    if kernel not in ("sdpa", "eager"):
+        raise MechanismError(f"unknown capture kernel {kernel!r}; known: 'sdpa', 'eager'")
     keep = tuple(sites.layers if layers is None else layers)
-    rec = AttentionRecorder(keep)
-    handles = []
+    rec = AttentionRecorder(keep, all_layers=tuple(sites.layers))
+
+    def keep_row(layer: int):
+        def put(row: torch.Tensor) -> None:
+            rec._pending[layer] = row.detach().float().cpu()
+        return put
+
+    modules = {layer: get_module(model, attention_module_path(sites, layer)) for layer in keep}
+    if kernel == "sdpa" and supports_rows_kernel(model):
+        with rows_kernel(model), watch({m: keep_row(layer) for layer, m in modules.items()}):
+            yield rec
+        return
 
     def make_hook(layer: int):
+        put = keep_row(layer)
+
         def hook(module, args, output):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
                 raise MechanismError(f"attention module of layer {layer} returned no weights "
                                      "(load the model with attn_implementation='eager')")
-            rec._pending[layer] = weights[:, :, -1, :].detach().float().cpu()
+            put(weights[:, :, -1, :])
         return hook
 
+    handles = []
     try:
-        for layer in keep:
-            handles.append(get_module(model, attention_module_path(sites, layer)).register_forward_hook(make_hook(layer)))
+        for layer, m in modules.items():
+            handles.append(m.register_forward_hook(make_hook(layer)))
         yield rec
     finally:
         for h in handles:
@@ -121,17 +158,13 @@ def head_components(rows: torch.Tensor, image: torch.Tensor, k: int = 4) -> tupl
 
 
 def grounding(rows: torch.Tensor, image: torch.Tensor, heads: torch.Tensor, k: int = 4) -> Components:
-    """Grounding score of words from the chosen heads.
+    """Grounding score of words from the chosen heads; only those heads' rows are read.
 
     rows: ``[n, layers, heads, keys]`` (one row per word, from :class:`AttentionRecorder`); image: bool
     ``[keys]``; heads: bool ``[layers, heads]`` (the chosen heads; at least one) -> :class:`Components`.
     """
     if not bool(heads.any()):
         raise MechanismError("no head chosen for the grounding score")
-    share, conc, topk = head_components(rows, image, k)  # [n, L, H]
-    sel = heads.to(share.device)
-
-    def mean(x: torch.Tensor) -> torch.Tensor:
-        return x[:, sel].mean(-1)
-
-    return Components(mean(share * conc), mean(share), mean(conc), mean(topk))
+    sel = heads.to(rows.device)
+    share, conc, topk = head_components(rows[:, sel], image, k)  # [n, chosen]
+    return Components((share * conc).mean(-1), share.mean(-1), conc.mean(-1), topk.mean(-1))

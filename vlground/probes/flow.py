@@ -43,13 +43,13 @@ class FlowProbe(Probe):
                 raise InputError(f"--probe-dtype: {self.probe_dtype!r} is not one of {', '.join(PROBE_DTYPES)}")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
-        from vlground.mechanism.flow import flow_into
+        from vlground.mechanism.saliency_summary import flow_from_summary
 
         site = ctx.adapter.attention_site(ctx.loaded)
         env, rest = [], []
         for part in saliency_parts(ctx, self.options.mech_items, self.options.probe_dtype):
             b = part.batch
-            fl = flow_into(part.saliency, b.predict_positions, b.env_mask, valid=b.model_inputs.get("attention_mask"))
+            fl = flow_from_summary(part.summary, b.env_mask, valid=b.model_inputs.get("attention_mask"))
             env.append(fl.env)
             rest.append(fl.rest)
         if not env:

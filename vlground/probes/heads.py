@@ -26,7 +26,7 @@ from vlground.engine.adapter import Capability
 from vlground.errors import InputError
 from vlground.lazy import torch
 from vlground.probes.base import Probe, ProbeContext, ProbeResult, RunReference
-from vlground.probes.common import head_number, layer_number, saliency_parts
+from vlground.probes.common import MAP_TOKENS_MAX, head_number, layer_number, saliency_parts
 
 REFERENCE = "heads"
 
@@ -58,21 +58,24 @@ class HeadDefinition:
                 raise InputError(f"--{name.replace('_', '-')}: must be in (0, 1]")
 
 
-def classify(saliency: torch.Tensor, opts: HeadDefinition, predict_positions: torch.Tensor | None = None):
-    """Per-item head types for ``saliency [B, L, H, S, S]`` -> HeadPatterns (bool ``[B, L, H]``);
-    ``predict_positions [B]``: each item's predicted position (the loss row)."""
-    from vlground.mechanism.patterns import GatherAggregateThresholds, classify_heads
+def classify(summary, opts: HeadDefinition, predict_positions: torch.Tensor | None = None):
+    """Per-item head types from the saliency reductions of a batch (:class:`SaliencySummary`, maps
+    ``[B, L, H, S, S]`` reduced per layer) -> HeadPatterns (bool ``[B, L, H]``); ``predict_positions [B]``:
+    each item's predicted position (the loss row). Same result as
+    :func:`vlground.mechanism.patterns.classify_heads` on the full maps."""
+    from vlground.mechanism.patterns import GatherAggregateThresholds
+    from vlground.mechanism.saliency_summary import classify_from_summary
 
     th = GatherAggregateThresholds(gather=opts.gather_threshold, aggregate=opts.aggregate_threshold, gather_rule=opts.gather_rule)
     pp = None if predict_positions is None else predict_positions.detach().cpu().long()
-    return classify_heads(saliency, th, pp)
+    return classify_from_summary(summary, th, pp)
 
 
 def identify_heads(ctx: ProbeContext, opts: HeadDefinition) -> RunReference:
     """Gather/aggregate heads of every mechanistic item at this (the reference) checkpoint."""
     ids, gather, aggregate = [], [], []
     for part in saliency_parts(ctx, opts.mech_items, opts.probe_dtype):
-        pat = classify(part.saliency, opts, part.batch.predict_positions)
+        pat = classify(part.summary, opts, part.batch.predict_positions)
         ids.extend(it.item_id for it in part.batch.items)
         gather.append(pat.gather.numpy())
         aggregate.append(pat.aggregate.numpy())
@@ -143,7 +146,7 @@ class HeadsProbe(HeadProbeBase):
     doc = "gather and aggregate heads identified in the final model, their saliency share over training, head grids"
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
-        from vlground.mechanism.patterns import mechanism_share
+        from vlground.mechanism.saliency_summary import mechanism_share_from_summary as mechanism_share
 
         opts = self.options
         site = ctx.adapter.attention_site(ctx.loaded)
@@ -154,27 +157,29 @@ class HeadsProbe(HeadProbeBase):
         ref, found, ref_key = reference_masks(ctx, opts, items)
         g_here, a_here, mass_share, g_share, a_share, go_share, flow = [], [], [], [], [], [], []
         start = 0
-        maps, tokens = None, None
+        maps, tokens, notes = None, None, []
         for part in parts:
-            sal, batch = part.saliency, part.batch
-            n = sal.shape[0]
+            sal, batch = part.summary, part.batch
+            n = len(sal)
             pat = classify(sal, opts, batch.predict_positions)
             g_here.append(pat.gather.float())
             a_here.append(pat.aggregate.float())
-            per_head = sal.abs().sum((-1, -2))
+            per_head = sal.total
             mass_share.append(per_head / per_head.sum((-1, -2), keepdim=True).clamp_min(1e-30))
             g_share.append(mechanism_share(sal, ref["gather"][start : start + n]))
             a_share.append(mechanism_share(sal, ref["aggregate"][start : start + n]))
             go_share.append(mechanism_share(sal, (ref["gather"] & ~ref["aggregate"])[start : start + n]))
-            rows = torch.arange(n)
-            into = sal.abs()[rows, :, :, batch.predict_positions]  # [B, L, H, S]
-            flow.append((into * batch.env_mask[:, None, None, :]).sum(-1) / into.sum(-1).clamp_min(1e-30))
-            if maps is None:
-                same = [b for b, it in enumerate(batch.items) if it.template == batch.items[0].template]
+            into = sal.row.abs()  # [B, L, H, S]: flows into the predicted position
+            flow.append((into * batch.env_mask.cpu()[:, None, None, :]).sum(-1) / into.sum(-1).clamp_min(1e-30))
+            if start == 0:
                 length = int(batch.predict_positions[0]) + 1
-                maps = sal[same, :, :, :length, :length].mean(0)
-                if "input_ids" in batch.model_inputs and ctx.loaded.tokenizer is not None:
-                    tokens = ctx.loaded.tokenizer.convert_ids_to_tokens(batch.model_inputs["input_ids"][0, :length].tolist())
+                if sal.map_mean is not None:
+                    maps = sal.map_mean
+                    if "input_ids" in batch.model_inputs and ctx.loaded.tokenizer is not None:
+                        tokens = ctx.loaded.tokenizer.convert_ids_to_tokens(batch.model_inputs["input_ids"][0, :length].tolist())
+                else:
+                    notes.append(f"heads: no head-map plot for {ctx.key} (the prompt has {length} tokens; "
+                                 f"maps are kept up to {MAP_TOKENS_MAX})")
             start += n
         fnd = torch.from_numpy(found)
         g_ref = ref["gather"][fnd].float().mean(0) if fnd.any() else torch.zeros(len(site.layers), site.n_heads)
@@ -199,7 +204,6 @@ class HeadsProbe(HeadProbeBase):
             "map_layers": [layer_number(x) for x in site.layers],
             "map_tokens": tokens,
         }
-        notes = []
         if not found.all():
             notes.append(f"heads: {int((~found).sum())} item(s) at {ctx.key} have no heads identified at {ref_key} (not in its items)")
         arrays = {"maps": maps.numpy().astype(np.float32)} if maps is not None else {}
