@@ -16,9 +16,15 @@ held-out tokens (the probe's ``lens_tokens``, default 250k or the whole held-out
 is frozen, so its activations are computed once: :class:`vlground.mechanism.lens_cache.HiddenStateCache`
 runs it over the lens tokens (``sdpa`` attention, no grad) and keeps every layer's hidden state
 (in memory within a budget, else in a mapped file), and :func:`fit_lens` and :func:`lens_kl` read
-that cache.  :func:`fit_lens` passes over every batch at least ``LensTrainConfig.min_epochs``
-times.  (:class:`LazyLensBatches`, which re-runs the model for every step, is the earlier path,
-kept for ``scripts/bench/bench_lens.py``.)
+that cache.
+
+Minibatches: each optimisation step of :func:`fit_lens` reads ``LensTrainConfig.batch_tokens``
+positions drawn at random from every fit token (a stream of random permutations, so the first
+``n_tokens`` draws are all distinct), as the tuned-lens recipe trains on a fixed number of tokens
+per step: a step's cost (the head over the vocabulary for every layer at those positions) is fixed,
+and the fit costs one caching pass + ``steps`` such steps.  ``batch_tokens=None`` is the earlier
+schedule, one whole input batch per step (:class:`LazyLensBatches`, which re-runs the model for
+every step, is the first path; both are kept for ``scripts/bench/bench_lens.py`` and the tests).
 """
 from __future__ import annotations
 
@@ -42,15 +48,23 @@ __all__ = [
     "LensBatch",
     "LazyLensBatches",
     "fit_lens",
+    "PositionStream",
+    "positions_drawn",
     "lens_kl",
     "lens_surprisal",
     "hf_lens_batches",
     "split_held_out",
     "DEFAULT_LENS_TOKENS",
+    "DEFAULT_BATCH_TOKENS",
 ]
 
 #: default token budget to fit a lens on (or the whole held-out split, if smaller)
 DEFAULT_LENS_TOKENS = 250_000
+#: default positions per optimisation step: a step's cost is the head over the vocabulary for every
+#: layer at this many positions, so 600 steps stay within 1.5x the lens probe's time at 150 steps
+#: (the caching pass over 250k tokens dominates) while the held-out KL stays that of whole
+#: 4,096-token batches (``scripts/bench/bench_lens.py``, README "Measured")
+DEFAULT_BATCH_TOKENS = 512
 
 log = logging.getLogger(__name__)
 FORMAT = "vlground.tuned_lens/1"
@@ -82,13 +96,20 @@ class LensTrainConfig:
     """How translators are fit."""
 
     steps: int = 250
-    """Minimum optimiser steps (one batch per step; batches are cycled)."""
-    min_epochs: int = 1
-    """Every batch is used at least this many times: steps = max(steps, min_epochs * n_batches)."""
+    """Optimiser steps (at least; see ``min_epochs``)."""
+    batch_tokens: int | None = DEFAULT_BATCH_TOKENS
+    """Positions per step, drawn at random from every fit token (see :data:`DEFAULT_BATCH_TOKENS`);
+    None: one whole input batch per step, batches cycled in order (the earlier schedule)."""
+    min_epochs: int = 0
+    """Every fit token (``batch_tokens`` set) or every batch (None) is used at least this many
+    times: steps = max(steps, ceil(min_epochs * n_tokens / batch_tokens)) or
+    max(steps, min_epochs * n_batches)."""
     lr: float = 1e-3
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam weight decay on the translators."""
+    seed: int = 0
+    """Seed of the order in which positions are drawn (``batch_tokens`` set)."""
 
 
 @dataclass(frozen=True)
@@ -248,20 +269,38 @@ def fit_lens(
     """Fit the translators in place (Adam on the summed per-layer KL); returns the loss per step.
 
     ``batches``: any sequence of :class:`LensBatch` (a :class:`~vlground.mechanism.lens_cache.HiddenStateCache`,
-    or :class:`LazyLensBatches`); the fit runs
-    ``max(config.steps, config.min_epochs * len(batches))`` steps, batch ``step % len(batches)``.
+    or :class:`LazyLensBatches`, or a list).  With ``config.batch_tokens`` set, every step reads
+    that many positions drawn from all of their counted tokens (:class:`PositionStream`; a sequence
+    that is not a cache is first gathered into one, running a lazy sequence's model once per batch);
+    with ``batch_tokens=None`` step ``s`` reads batch ``s % len(batches)``.  See
+    :class:`LensTrainConfig` for the number of steps.
 
     Only the lens's parameters change: gradients are taken with ``torch.autograd.grad``
     on them, so the model's ``.grad`` fields are not touched.
     """
     if not batches:
         raise MechanismError("fit_lens needs at least one batch")
+    if config.batch_tokens is None:
+        steps = max(config.steps, config.min_epochs * len(batches))
+
+        def draw(step: int) -> LensBatch:
+            return batches[step % len(batches)]
+    else:
+        from vlground.mechanism.lens_cache import HiddenStateCache
+
+        if config.batch_tokens < 1:
+            raise MechanismError(f"batch_tokens must be a positive number of positions, not {config.batch_tokens}")
+        pool = batches if isinstance(batches, HiddenStateCache) else HiddenStateCache.from_batches(batches)
+        stream = PositionStream(pool.n_tokens(), config.batch_tokens, config.seed)
+        steps = max(config.steps, math.ceil(config.min_epochs * pool.n_tokens() / stream.size))
+
+        def draw(step: int) -> LensBatch:
+            return pool.gather(stream.next())
     params = list(lens.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     losses = []
-    steps = max(config.steps, config.min_epochs * len(batches))
     for step in range(steps):
-        kl, grads = _kl_step(lens, unembedding, batches[step % len(batches)], grad=True)
+        kl, grads = _kl_step(lens, unembedding, draw(step), grad=True)
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
@@ -270,11 +309,67 @@ def fit_lens(
     return losses
 
 
+class PositionStream:
+    """Positions ``[size]`` (sorted) per step out of ``n`` tokens: consecutive slices of a stream of
+    random permutations of ``range(n)`` (seeded), so the first ``n`` positions drawn are all
+    distinct and after ``k`` full passes every token was drawn ``k`` times; ``size = min(batch, n)``
+    (with ``size == n`` every step reads every token)."""
+
+    def __init__(self, n: int, batch: int, seed: int = 0):
+        if n < 1:
+            raise MechanismError("no tokens to draw positions from")
+        self.n, self.size = n, min(int(batch), n)
+        self._gen = torch.Generator().manual_seed(seed)
+        self._left = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        if self.size == self.n:
+            return torch.arange(self.n)
+        parts, need = [], self.size
+        while need:
+            if not len(self._left):
+                self._left = torch.randperm(self.n, generator=self._gen)
+            take, self._left = self._left[:need], self._left[need:]
+            parts.append(take)
+            need -= len(take)
+        return torch.cat(parts).sort().values
+
+
+def positions_drawn(n_tokens: int, steps: int, batch_tokens: int) -> int:
+    """Distinct tokens whose positions entered a minibatch fit (:class:`PositionStream`) of
+    ``steps`` steps of ``batch_tokens`` positions on ``n_tokens`` tokens."""
+    return min(n_tokens, steps * min(batch_tokens, n_tokens))
+
+
 @torch.no_grad()
-def lens_kl(lens: TunedLens, unembedding: Unembedding, batches: Iterable[LensBatch]) -> torch.Tensor:
-    """``[L]`` held-out KL per layer, averaged over batches."""
-    kls = [_kl_per_layer(lens, unembedding, b) for b in batches]
-    return torch.stack(kls).mean(0)
+def lens_kl(lens: TunedLens, unembedding: Unembedding, batches: Iterable[LensBatch], chunk_tokens: int = 2048) -> torch.Tensor:
+    """``[L]`` held-out KL per layer: the mean over every counted token of ``batches`` (each
+    ``[tokens, d_model]`` batch evaluated ``chunk_tokens`` positions at a time, so no more than
+    ``[L, chunk_tokens, vocab]`` logits are held)."""
+    total, count = None, 0
+    for b in batches:
+        if b.mask is None and b.hidden_states[0].dim() == 2:  # a cache batch: chunk it
+            n = b.hidden_states[0].shape[0]
+            parts = [LensBatch([h[lo:lo + chunk_tokens] for h in b.hidden_states],
+                               None if b.logits is None else b.logits[lo:lo + chunk_tokens]) for lo in range(0, n, chunk_tokens)]
+        else:
+            parts = [b]
+        for part in parts:
+            n = _n_counted(part)
+            if n == 0:
+                continue
+            kl = _kl_per_layer(lens, unembedding, part) * n
+            total, count = (kl if total is None else total + kl), count + n
+    if total is None:
+        raise MechanismError("lens_kl: no counted tokens")
+    return total / count
+
+
+def _n_counted(batch: LensBatch) -> int:
+    if batch.mask is not None:
+        return int(batch.mask.sum())
+    h = batch.hidden_states[0]
+    return int(h.shape[:-1].numel())
 
 
 @torch.no_grad()
