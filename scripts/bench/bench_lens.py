@@ -82,7 +82,7 @@ def _private_run(run: Path, step: int, tmp: Path) -> Path:
     for name in ("run.json", "split.json", "order.npy"):
         if (run / name).is_file():
             shutil.copy2(run / name, copy / name)
-    shutil.copytree(chosen, copy / "checkpoints" / chosen.name, ignore=shutil.ignore_patterns("tuned-lens*", "trainer_state.pt"))
+    shutil.copytree(chosen, copy / "checkpoints" / chosen.name, ignore=shutil.ignore_patterns("tuned-lens*"))
     return copy
 
 

@@ -233,6 +233,8 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
     one call of the head, and (with a linear head) the gradient ``d KL / d z_l = softmax(z_l) - p``
     is formed in place on the logits and taken back through the head by hand, so no
     ``[L, tokens, vocab]`` tensor is kept for autograd; autograd covers the norm and translators.
+    ``sum_v p z_l`` is ``u_l . (p W) + p . b`` (``W``, ``b`` the head's): one product with the
+    head for all layers instead of one pass over ``[L, tokens, vocab]``.
     """
     with torch.no_grad():
         mask, p, neg_entropy = _target(unembedding, batch)
@@ -247,9 +249,13 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
             kl = (neg_entropy - (z * p).sum(-1) + torch.logsumexp(z, dim=-1)).mean(-1)  # [L]
         return kl.detach(), (list(torch.autograd.grad(kl.sum(), list(lens.parameters()))) if grad else None)
     with torch.no_grad():
-        z = nn.functional.linear(u.detach(), head.weight, head.bias).float()  # [L, tokens, vocab]
+        u0 = u.detach()
+        z = nn.functional.linear(u0, head.weight, head.bias).float()  # [L, tokens, vocab]
         lse = torch.logsumexp(z, dim=-1)  # [L, tokens]
-        kl = (neg_entropy - torch.einsum("ltv,tv->lt", z, p) + lse).mean(-1)  # [L]
+        # sum_v p_v z_lv = u_l . (p W) + p . b: one [tokens, vocab] x [vocab, d] product for all layers
+        pw = p.to(head.weight.dtype) @ head.weight  # [tokens, d]
+        pz = (u0 * pw).sum(-1).float() + (0.0 if head.bias is None else (p.to(head.bias.dtype) @ head.bias).float())
+        kl = (neg_entropy - pz + lse).mean(-1)  # [L]
         if not grad:
             return kl, None
         dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)

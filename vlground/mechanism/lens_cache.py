@@ -106,8 +106,7 @@ class HiddenStateCache(Sequence):
         """A cache of the counted tokens of :class:`~vlground.mechanism.lens.LensBatch` es (each read
         once: a lazy sequence runs its model once per batch); their ``logits`` are dropped (the lens
         recomputes the model's own from the last state, as for a built cache)."""
-        states, bounds = None, [0]
-        parts = []
+        bounds, parts = [0], []
         for i, b in enumerate(batches):
             hidden = b.hidden_states
             keep = None if b.mask is None else b.mask.bool().to(hidden[0].device)
@@ -153,7 +152,7 @@ class HiddenStateCache(Sequence):
         (counted from this cache's first token): ``L + 1`` tensors ``[n, d_model]`` on ``device``."""
         from vlground.mechanism.lens import LensBatch
 
-        part = self.states[:, positions + self.bounds[0]]
+        part = self.states.index_select(1, positions + self.bounds[0])  # [L + 1, n, d] (faster than advanced indexing)
         if self.device is not None:
             part = part.to(self.device)
         return LensBatch(hidden_states=list(part.unbind(0)), logits=None)
