@@ -143,7 +143,7 @@ def test_saved_lens_is_keyed_by_the_weights_and_fit_once_under_concurrency(tiny_
     note = [n for n in results[0].notes if n.startswith("lens: fit on")][0]
     assert f"fit on {info['fit_tokens']} held-out tokens" in note
     row = results[0].tables["lens"][0]
-    assert row.fit_positions == min(row.fit_tokens, 3 * 512) and f"{row.fit_positions} distinct tokens read" in note
+    assert row.fit_positions == min(row.fit_tokens, 3 * 1024) and f"{row.fit_positions} distinct tokens read" in note
     assert LensProbe.Options().lens_batch_tokens == LensTrainConfig().batch_tokens  # one default
     assert f"{results[0].tables['lens'][0].held_out_tokens} other held-out tokens" in note
     # other weights at the same path: the key differs, so the lens is refit

@@ -29,7 +29,6 @@ held-out chunks (:meth:`ChildesAdapter.lens_batches`, ``--lens-tokens``).
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import statistics
 import tempfile
@@ -59,7 +58,7 @@ class BenchConfig:
     lens_tokens: int = 250_000
     steps: int = 150
     steps_high: int = 600
-    batch_tokens: int = 512
+    batch_tokens: int = 1024
     seeds: int = 3
     repeats: int = 1
     threads: int = 1
