@@ -18,7 +18,9 @@ On the same model, the same held-out tokens and the same steps, this script prin
   median of the per-round ratios.  The run is never written to: its ``run.json``, ``split.json``,
   ``order.npy`` and the checkpoint are copied into a temporary folder first.
 
-Rounds alternate the variants; medians over ``--repeats``; torch on 1 thread by default.
+Rounds alternate the variants; medians over ``--repeats``; torch on 1 thread by default.  Times
+are this process's CPU seconds by default (``--clock cpu``: with one thread, the work done, which
+other load on a shared machine barely changes; ``--clock wall`` for wall-clock seconds).
 
     python scripts/bench/bench_lens.py [--run RUN [--checkpoint STEP]] [--layers 4 --d-model 64 --vocab 1000 --lens-tokens 250000]
 
@@ -67,6 +69,7 @@ class BenchConfig:
     with_lazy: bool = False
     skip_probe: bool = False
     seed: int = 0
+    clock: str = "cpu"
 
 
 def _private_run(run: Path, step: int, tmp: Path) -> Path:
@@ -102,9 +105,15 @@ def _model_and_inputs(cfg: BenchConfig, tmp: Path):
 
 
 def _timed(fn):
-    t0 = time.perf_counter()
+    """``(fn(), seconds)``: this process's CPU seconds (``--clock cpu``, the default: with one torch
+    thread, the work done, whatever else loads the machine) or wall seconds (``--clock wall``)."""
+    clock = time.process_time if CLOCK[0] == "cpu" else time.perf_counter
+    t0 = clock()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, clock() - t0
+
+
+CLOCK = ["cpu"]
 
 
 def _rows(inputs):
@@ -144,6 +153,7 @@ def main(argv=None) -> dict:
         else:
             parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     cfg = BenchConfig(**vars(parser.parse_args(argv)))
+    CLOCK[0] = cfg.clock
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     with tempfile.TemporaryDirectory(prefix="bench-lens-") as tmp:
@@ -192,12 +202,17 @@ def _bench(cfg: BenchConfig, tmp: Path) -> dict:
             if isinstance(out, TunedLens):
                 lenses[name] = out
     unit = statistics.median(times["forward"])
+
+    def units(name: str) -> float:
+        """Median over rounds of the round's time / that round's forward pass."""
+        return statistics.median(t / f for t, f in zip(times[name], times["forward"]))
     _, t_kl = _timed(lambda: lens_kl(lenses["minibatch"], unembedding, held))
     attn = getattr(model.config, "_attn_implementation", "?")
     whole_steps = max(cfg.steps, len(train_in))
     print(f"model: {type(model).__name__} {n_layers} layers, d_model {d}, vocab {unembedding.head.out_features}, loaded with "
           f"{attn} attention; {fit_tokens} fit tokens in {len(train_in)} batches, {held.n_tokens()} held-out tokens in "
           f"{len(held)} sequences; torch threads {torch.get_num_threads()}; {cfg.repeats} interleaved rounds, medians")
+    print(f"clock: {cfg.clock} seconds of this process; units: median over rounds of time / that round's forward pass")
     print(f"one forward pass over the fit tokens (sdpa, no grad): {unit:.2f} s = 1 unit")
     out = {"forward_s": unit, "kl_eval_s": t_kl}
     labels = {"minibatch": f"now: caching pass + {cfg.steps} steps x {cfg.batch_tokens} positions",
@@ -206,10 +221,10 @@ def _bench(cfg: BenchConfig, tmp: Path) -> dict:
     for name in ("minibatch", "whole", "lazy"):
         if name in times:
             s = statistics.median(times[name])
-            out[f"{name}_s"], out[f"{name}_units"] = s, s / unit
-            print(f"{labels[name]}: {s:.2f} s = {s / unit:.2f} units")
+            out[f"{name}_s"], out[f"{name}_units"] = s, units(name)
+            print(f"{labels[name]}: {s:.2f} s = {units(name):.2f} units")
     print(f"held-out KL evaluation ({held.n_tokens()} tokens): {t_kl:.2f} s = {t_kl / unit:.2f} units; "
-          f"fit + KL now: {(out['minibatch_s'] + t_kl) / unit:.2f} units")
+          f"fit + KL now: {out['minibatch_units'] + t_kl / unit:.2f} units")
 
     # quality: the whole-batch lens against the minibatch lenses, paired over held-out sequences
     kl_whole, w = _per_sequence_kl(lenses["whole"], unembedding, held)

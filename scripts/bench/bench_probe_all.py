@@ -10,8 +10,10 @@ fresh output folder (``vlground``, ``vlground.adapters`` and ``vlground.datasets
 tree, so the installed checkout cannot leak in), with the checkpoint's cached tuned lens removed first (both versions fit and
 cache it beside the checkpoint). The time is the ``vlground probe`` call inside the subprocess
 (imports of torch and transformers excluded). Rounds alternate old and new; the ratio is the
-median of the per-round ratios new / old.  For the new version, the time inside each probe's
-``run`` is also recorded and printed as its share of the probe call (median over rounds).
+median of the per-round ratios new / old; the CPU seconds of the probe process are printed too
+(one torch thread: the work done, which other load on a shared machine barely changes).  For the
+new version, the CPU time inside each probe's ``run`` is recorded and printed as its share of the
+probe call's (median over rounds).
 
 The old tree's subprocess can run under its own interpreter (``--old-tree DIR --old-python
 DIR/.venv/bin/python``, a venv with that tree installed, so nothing of this checkout is imported).
@@ -75,26 +77,26 @@ if (tree / "vlground" / "probes" / "__init__.py").is_file():  # the probe layer:
 
     def timed(name, run):
         def wrapper(self, ctx):
-            t = time.perf_counter()
+            t = time.process_time()
             try:
                 return run(self, ctx)
             finally:
-                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t
         return wrapper
 
     for name in sys.argv[3].split(","):
         cls = get_probe_class(name)
         cls.run = timed(name, cls.run)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 rc = main(argv)
-print("SECONDS", time.perf_counter() - t0, rc)
+print("SECONDS", time.perf_counter() - t0, rc, time.process_time() - c0)
 print("PROBES", json.dumps(spent))
 """
 
 
-def probe_once(tree: Path, run: Path, out: Path, python: str = sys.executable) -> tuple[float, dict[str, float]]:
-    """``(seconds of one vlground probe of the run's last checkpoint with the code in tree,
-    {probe: seconds inside its run} (the probe layer only; empty before it))``."""
+def probe_once(tree: Path, run: Path, out: Path, python: str = sys.executable) -> tuple[float, float, dict[str, float]]:
+    """``(wall seconds, CPU seconds of one vlground probe of the run's last checkpoint with the code
+    in tree, {probe: CPU seconds inside its run} (the probe layer only; empty before it))``."""
     for lens in run.glob("checkpoints/*/tuned-lens"):
         shutil.rmtree(lens)
     if out.exists():
@@ -107,7 +109,8 @@ def probe_once(tree: Path, run: Path, out: Path, python: str = sys.executable) -
     shares = [x for x in proc.stdout.splitlines() if x.startswith("PROBES")]
     if proc.returncode != 0 or not line:
         raise SystemExit(f"probe with {tree} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return float(line[-1].split()[1]), (json.loads(shares[-1].split(" ", 1)[1]) if shares else {})
+    fields = line[-1].split()
+    return float(fields[1]), float(fields[3]), (json.loads(shares[-1].split(" ", 1)[1]) if shares else {})
 
 
 def describe(out: Path) -> str:
@@ -152,15 +155,18 @@ def main() -> None:
                                     overrides={"steps": args.steps, "batch_size": 8, "lr": 3e-3, "warmup_steps": 5,
                                                "checkpoint_every": args.steps, "checkpoint_dense_until": 0}))
             times: dict[str, list[float]] = {"old": [], "new": []}
+            cpu: dict[str, list[float]] = {"old": [], "new": []}
             shares: list[dict[str, float]] = []
             python = {"old": args.old_python, "new": sys.executable}
             for k in range(args.rounds):
                 for name, tree in (("old", old), ("new", ROOT)) if k % 2 == 0 else (("new", ROOT), ("old", old)):
-                    seconds, per_probe = probe_once(tree, run, tmp / f"out-{name}", python[name])
+                    seconds, cpu_s, per_probe = probe_once(tree, run, tmp / f"out-{name}", python[name])
                     times[name].append(seconds)
+                    cpu[name].append(cpu_s)
                     if name == "new":
-                        shares.append({p: s / seconds for p, s in per_probe.items()})
-                print(f"round {k + 1}: old {times['old'][-1]:.1f} s, new {times['new'][-1]:.1f} s", flush=True)
+                        shares.append({p: s / cpu_s for p, s in per_probe.items()})
+                print(f"round {k + 1}: old {times['old'][-1]:.1f} s ({cpu['old'][-1]:.1f} CPU s), "
+                      f"new {times['new'][-1]:.1f} s ({cpu['new'][-1]:.1f} CPU s)", flush=True)
             ratios = [n / o for n, o in zip(times["new"], times["old"])]
             print(f"checkpoint: {run.name} step {args.steps}, transformer-tiny, chunk_len {args.chunk_len}, probes {PROBES}, 1 torch thread")
             print(f"old ({args.old_ref}): {describe(tmp / 'out-old')}")
@@ -169,10 +175,14 @@ def main() -> None:
                   f"new {statistics.median(times['new']):.1f}")
             print(f"ratio new / old (median of per-round ratios): {statistics.median(ratios):.2f}x "
                   f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+            cpu_ratios = [n / o for n, o in zip(cpu["new"], cpu["old"])]
+            print(f"CPU seconds of the probe process, median: old {statistics.median(cpu['old']):.1f}, new "
+                  f"{statistics.median(cpu['new']):.1f}; ratio {statistics.median(cpu_ratios):.2f}x "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
             if shares and shares[0]:
                 parts = {p: statistics.median(s[p] for s in shares) for p in shares[0]}
                 rest = statistics.median(1 - sum(s.values()) for s in shares)
-                print("new: share of the time inside each probe's run (median over rounds; a probe that first needs the "
+                print("new: share of the CPU time inside each probe's run (median over rounds; a probe that first needs the "
                       "shared saliency pass pays for it): " + ", ".join(f"{p} {v:.0%}" for p, v in parts.items())
                       + f", the rest (load, items, references, writing) {rest:.0%}")
         finally:
