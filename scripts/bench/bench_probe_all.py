@@ -75,18 +75,23 @@ spent = {}
 if (tree / "vlground" / "probes" / "__init__.py").is_file():  # the probe layer: time each probe's run
     from vlground.probes import get_probe_class
 
-    def timed(name, run):
-        def wrapper(self, ctx):
+    def timed(name, fn):
+        def wrapper(*args):
             t = time.process_time()
             try:
-                return run(self, ctx)
+                return fn(*args)
             finally:
                 spent[name] = spent.get(name, 0.0) + time.process_time() - t
+        wrapper.timed = True
         return wrapper
 
     for name in sys.argv[3].split(","):
         cls = get_probe_class(name)
         cls.run = timed(name, cls.run)
+        owner = next((c for c in cls.__mro__ if "reference" in c.__dict__), None)
+        ref = getattr(owner, "reference", None)
+        if ref is not None and not getattr(ref[1], "timed", False):  # e.g. the heads identified once per run
+            owner.reference = (ref[0], timed(f"reference {ref[0]}", ref[1]))
 t0, c0 = time.perf_counter(), time.process_time()
 rc = main(argv)
 print("SECONDS", time.perf_counter() - t0, rc, time.process_time() - c0)
@@ -180,11 +185,12 @@ def main() -> None:
                   f"{statistics.median(cpu['new']):.1f}; ratio {statistics.median(cpu_ratios):.2f}x "
                   f"(rounds: {', '.join(f'{r:.2f}' for r in cpu_ratios)})")
             if shares and shares[0]:
-                parts = {p: statistics.median(s[p] for s in shares) for p in shares[0]}
+                parts = {p: statistics.median(s.get(p, 0.0) for s in shares) for p in shares[0]}
                 rest = statistics.median(1 - sum(s.values()) for s in shares)
-                print("new: share of the CPU time inside each probe's run (median over rounds; a probe that first needs the "
-                      "shared saliency pass pays for it): " + ", ".join(f"{p} {v:.0%}" for p, v in parts.items())
-                      + f", the rest (load, items, references, writing) {rest:.0%}")
+                print("new: share of the CPU time inside each probe's run and each reference (e.g. the heads identified "
+                      "once per run; median over rounds; what first needs the shared saliency pass pays for it): "
+                      + ", ".join(f"{p} {v:.0%}" for p, v in parts.items())
+                      + f", the rest (loading the checkpoint, building items, writing results) {rest:.0%}")
         finally:
             if not args.old_tree:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
