@@ -248,3 +248,21 @@ def test_held_out_kl_is_the_mean_over_tokens_in_chunks(eager_gpt2):
     cache = HiddenStateCache.build(eager_gpt2, inputs)
     assert torch.allclose(lens_kl(lens, unembedding, cache, chunk_tokens=5), ref, atol=1e-5)
     assert torch.allclose(lens_kl(lens, unembedding, batches), ref, atol=1e-5)
+
+
+def test_a_step_on_precomputed_target_statistics_equals_the_plain_step(eager_gpt2):
+    from vlground.mechanism.lens import TargetStats
+
+    unembedding = resolve_unembedding(eager_gpt2)
+    cache = HiddenStateCache.build(eager_gpt2, _inputs(2))
+    lens = TunedLens.for_unembedding(2, 32, unembedding)
+    with torch.no_grad():
+        for t in lens.translators:
+            t.weight.normal_(0, 0.05)
+    idx = torch.tensor([0, 3, 4, 9, 17])
+    stats = TargetStats.of_cache(unembedding, cache, chunk_tokens=7)
+    plain = _kl_step(lens, unembedding, cache.gather(idx), grad=True)
+    fast = _kl_step(lens, unembedding, cache.gather(idx), grad=True, target=stats.gather(idx))
+    assert torch.allclose(plain[0], fast[0], atol=1e-6)
+    for a, b in zip(plain[1], fast[1]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)

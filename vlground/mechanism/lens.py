@@ -49,6 +49,7 @@ __all__ = [
     "LazyLensBatches",
     "fit_lens",
     "PositionStream",
+    "TargetStats",
     "positions_drawn",
     "lens_kl",
     "lens_surprisal",
@@ -225,7 +226,45 @@ def _target(unembedding: Unembedding, batch: LensBatch):
     return mask, p, (p * logp).sum(-1)
 
 
-def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: bool) -> tuple[torch.Tensor, list | None]:
+@dataclass(frozen=True)
+class TargetStats:
+    """What a step needs of the model's own distribution ``p`` at some tokens, for a linear head
+    ``z = W u + b``: ``pw = p W`` ``[tokens, d]``, ``pb = p . b`` ``[tokens]`` and
+    ``neg_entropy = sum_v p log p`` ``[tokens]`` (float32)."""
+
+    pw: torch.Tensor
+    pb: torch.Tensor | float
+    neg_entropy: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of_cache(cls, unembedding: Unembedding, cache, chunk_tokens: int = 2048) -> TargetStats:
+        """The statistics of every token of a :class:`~vlground.mechanism.lens_cache.HiddenStateCache`
+        (one pass of the head over its last states, ``chunk_tokens`` at a time)."""
+        head = unembedding.head
+        lo, hi = cache.bounds[0], cache.bounds[-1]
+        pw = torch.empty(hi - lo, head.weight.shape[1], dtype=torch.float32)
+        pb, ne = torch.zeros(hi - lo), torch.empty(hi - lo)
+        for a in range(0, hi - lo, chunk_tokens):
+            b = min(a + chunk_tokens, hi - lo)
+            last = cache.states[-1, lo + a:lo + b]
+            if cache.device is not None:
+                last = last.to(cache.device)
+            _, p, neg = _target(unembedding, LensBatch([last]))
+            pw[a:b] = (p @ head.weight).cpu()
+            ne[a:b] = neg.cpu()
+            if head.bias is not None:
+                pb[a:b] = (p @ head.bias).cpu()
+        return cls(pw, pb if head.bias is not None else 0.0, ne)
+
+    def gather(self, positions: torch.Tensor, device=None) -> TargetStats:
+        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+        pb = self.pb if isinstance(self.pb, float) else move(self.pb.index_select(0, positions))
+        return TargetStats(move(self.pw.index_select(0, positions)), pb, move(self.neg_entropy.index_select(0, positions)))
+
+
+def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: bool,
+             target: TargetStats | None = None) -> tuple[torch.Tensor, list | None]:
     """``([L] mean over counted tokens of KL(p_model || p_lens_l), grads of their sum w.r.t.
     the lens's parameters or None)``.
 
@@ -235,10 +274,16 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
     is formed in place on the logits and taken back through the head by hand, so no
     ``[L, tokens, vocab]`` tensor is kept for autograd; autograd covers the norm and translators.
     ``sum_v p z_l`` is ``u_l . (p W) + p . b`` (``W``, ``b`` the head's): one product with the
-    head for all layers instead of one pass over ``[L, tokens, vocab]``.
+    head for all layers instead of one pass over ``[L, tokens, vocab]``.  ``target``: those
+    statistics of the batch's tokens precomputed (:class:`TargetStats`, float32 linear heads only),
+    so the step does not recompute the model's distribution and forms ``d KL / d u`` as
+    ``(softmax(z) W - p W) / tokens``.
     """
     with torch.no_grad():
-        mask, p, neg_entropy = _target(unembedding, batch)
+        if target is None:
+            mask, p, neg_entropy = _target(unembedding, batch)
+        else:
+            mask, p, neg_entropy = None, None, target.neg_entropy
     with torch.enable_grad() if grad else torch.no_grad():
         hidden = torch.stack([lens.transform(h if mask is None else h[mask.to(h.device)], i)
                               for i, h in enumerate(batch.hidden_states[:-1])])  # [L, tokens, d]
@@ -254,14 +299,21 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
         z = nn.functional.linear(u0, head.weight, head.bias).float()  # [L, tokens, vocab]
         lse = torch.logsumexp(z, dim=-1)  # [L, tokens]
         # sum_v p_v z_lv = u_l . (p W) + p . b: one [tokens, vocab] x [vocab, d] product for all layers
-        pw = p.to(head.weight.dtype) @ head.weight  # [tokens, d]
-        pz = (u0 * pw).sum(-1).float() + (0.0 if head.bias is None else (p.to(head.bias.dtype) @ head.bias).float())
+        if target is None:
+            pw = p.to(head.weight.dtype) @ head.weight  # [tokens, d]
+            pb = 0.0 if head.bias is None else (p.to(head.bias.dtype) @ head.bias).float()
+        else:
+            pw, pb = target.pw, target.pb
+        pz = (u0 * pw).sum(-1).float() + pb
         kl = (neg_entropy - pz + lse).mean(-1)  # [L]
         if not grad:
             return kl, None
-        dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
-        du = (dz.to(head.weight.dtype) @ head.weight).div_(z.shape[1])  # d mean KL / d u, [L, tokens, d]
-        del z, dz
+        if target is None:
+            dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
+            du = (dz.to(head.weight.dtype) @ head.weight).div_(z.shape[1])  # d mean KL / d u, [L, tokens, d]
+        else:  # float32 head: (softmax - p) W = softmax W - p W, without p
+            du = (z.sub_(lse[..., None]).exp_() @ head.weight).sub_(pw).div_(z.shape[1])
+        del z
     return kl, list(torch.autograd.grad(u, list(lens.parameters()), du))
 
 
@@ -290,8 +342,8 @@ def fit_lens(
     if config.batch_tokens is None:
         steps = max(config.steps, config.min_epochs * len(batches))
 
-        def draw(step: int) -> LensBatch:
-            return batches[step % len(batches)]
+        def draw(step: int) -> tuple[LensBatch, TargetStats | None]:
+            return batches[step % len(batches)], None
     else:
         from vlground.mechanism.lens_cache import HiddenStateCache
 
@@ -300,14 +352,19 @@ def fit_lens(
         pool = batches if isinstance(batches, HiddenStateCache) else HiddenStateCache.from_batches(batches)
         stream = PositionStream(pool.n_tokens(), config.batch_tokens, config.seed)
         steps = max(config.steps, math.ceil(config.min_epochs * pool.n_tokens() / stream.size))
+        head = unembedding.head
+        stats = (TargetStats.of_cache(unembedding, pool) if isinstance(head, nn.Linear) and head.weight.dtype == torch.float32
+                 else None)  # the model's own distribution once per token, not per step
 
-        def draw(step: int) -> LensBatch:
-            return pool.gather(stream.next())
+        def draw(step: int) -> tuple[LensBatch, TargetStats | None]:
+            idx = stream.next()
+            return pool.gather(idx), (None if stats is None else stats.gather(idx, pool.device))
     params = list(lens.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     losses = []
     for step in range(steps):
-        kl, grads = _kl_step(lens, unembedding, draw(step), grad=True)
+        batch, target = draw(step)
+        kl, grads = _kl_step(lens, unembedding, batch, grad=True, target=target)
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
