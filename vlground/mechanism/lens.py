@@ -297,7 +297,10 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
     with torch.no_grad():
         u0 = u.detach()
         z = nn.functional.linear(u0, head.weight, head.bias).float()  # [L, tokens, vocab]
-        lse = torch.logsumexp(z, dim=-1)  # [L, tokens]
+        zmax = z.amax(-1, keepdim=True)
+        e = z.sub_(zmax).exp_()  # exp(z - max z), in place: z is not needed again
+        total = e.sum(-1, keepdim=True)
+        lse = (zmax + total.log()).squeeze(-1)  # logsumexp(z), [L, tokens]
         # sum_v p_v z_lv = u_l . (p W) + p . b: one [tokens, vocab] x [vocab, d] product for all layers
         if target is None:
             pw = p.to(head.weight.dtype) @ head.weight  # [tokens, d]
@@ -308,12 +311,13 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
         kl = (neg_entropy - pz + lse).mean(-1)  # [L]
         if not grad:
             return kl, None
+        q = e.div_(total)  # softmax(z), in place
         if target is None:
-            dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
-            du = (dz.to(head.weight.dtype) @ head.weight).div_(z.shape[1])  # d mean KL / d u, [L, tokens, d]
+            dz = q.sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
+            du = (dz.to(head.weight.dtype) @ head.weight).div_(q.shape[1])  # d mean KL / d u, [L, tokens, d]
         else:  # float32 head: (softmax - p) W = softmax W - p W, without p
-            du = (z.sub_(lse[..., None]).exp_() @ head.weight).sub_(pw).div_(z.shape[1])
-        del z
+            du = (q @ head.weight).sub_(pw).div_(q.shape[1])
+        del z, e, q
     return kl, list(torch.autograd.grad(u, list(lens.parameters()), du))
 
 
