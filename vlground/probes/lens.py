@@ -65,7 +65,7 @@ class LensProbe(Probe):
     @dataclass
     class Options:
         lens_steps: int = 150  #: optimisation steps of each tuned lens (each on --lens-batch-tokens positions)
-        lens_batch_tokens: int = 1024  #: positions per optimisation step, drawn at random from all fit tokens (every token once before any twice): a step costs the head over the vocabulary for every layer at these positions whatever --lens-tokens is, so the fit is one forward pass over the lens tokens plus the steps; 1024 keeps the held-out KL of whole 4,096-token batches on a trained tiny Transformer (512: 2-3% higher; scripts/bench/bench_lens.py)
+        lens_batch_tokens: int = 1024  #: positions per optimisation step, drawn at random from all fit tokens (every token once before any twice): a step costs the head over the vocabulary for every layer at these positions whatever --lens-tokens is, so the fit is one forward pass over the lens tokens plus the steps; 1024 keeps the held-out KL of whole 4,096-token batches on a trained tiny Transformer (512: 2-3 percent higher; scripts/bench/bench_lens.py)
         lens_tokens: int = 250_000  #: held-out tokens to fit and evaluate each lens on (the adapter's whole held-out split if it has fewer)
         lens_cache_gb: float = 2.0  #: the lens tokens' hidden states (every layer) are held in memory up to this size in GiB, beyond it in a mapped temporary file
 
