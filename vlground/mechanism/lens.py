@@ -16,9 +16,15 @@ held-out tokens (the probe's ``lens_tokens``, default 250k or the whole held-out
 is frozen, so its activations are computed once: :class:`vlground.mechanism.lens_cache.HiddenStateCache`
 runs it over the lens tokens (``sdpa`` attention, no grad) and keeps every layer's hidden state
 (in memory within a budget, else in a mapped file), and :func:`fit_lens` and :func:`lens_kl` read
-that cache.  :func:`fit_lens` passes over every batch at least ``LensTrainConfig.min_epochs``
-times.  (:class:`LazyLensBatches`, which re-runs the model for every step, is the earlier path,
-kept for ``scripts/bench/bench_lens.py``.)
+that cache.
+
+Minibatches: each optimisation step of :func:`fit_lens` reads ``LensTrainConfig.batch_tokens``
+positions drawn at random from every fit token (a stream of random permutations, so the first
+``n_tokens`` draws are all distinct), as the tuned-lens recipe trains on a fixed number of tokens
+per step: a step's cost (the head over the vocabulary for every layer at those positions) is fixed,
+and the fit costs one caching pass + ``steps`` such steps.  ``batch_tokens=None`` is the earlier
+schedule, one whole input batch per step (:class:`LazyLensBatches`, which re-runs the model for
+every step, is the first path; both are kept for ``scripts/bench/bench_lens.py`` and the tests).
 """
 from __future__ import annotations
 
@@ -42,15 +48,25 @@ __all__ = [
     "LensBatch",
     "LazyLensBatches",
     "fit_lens",
+    "PositionStream",
+    "TargetStats",
+    "positions_drawn",
     "lens_kl",
     "lens_surprisal",
     "hf_lens_batches",
     "split_held_out",
     "DEFAULT_LENS_TOKENS",
+    "DEFAULT_BATCH_TOKENS",
 ]
 
 #: default token budget to fit a lens on (or the whole held-out split, if smaller)
 DEFAULT_LENS_TOKENS = 250_000
+#: default positions per optimisation step.  A step's cost is the head over the vocabulary for every
+#: layer at this many positions, whatever the token budget; fewer positions make the gradient
+#: noisier: on the trained tiny Transformer (250k tokens, 150 steps) 1,024 positions give the
+#: held-out KL per layer of whole 4,096-token batches (within their spread over batch orders, or
+#: lower), 512 give 2-3% more in layers 0-2 (``scripts/bench/bench_lens.py``, README "Measured")
+DEFAULT_BATCH_TOKENS = 1024
 
 log = logging.getLogger(__name__)
 FORMAT = "vlground.tuned_lens/1"
@@ -82,13 +98,20 @@ class LensTrainConfig:
     """How translators are fit."""
 
     steps: int = 250
-    """Minimum optimiser steps (one batch per step; batches are cycled)."""
-    min_epochs: int = 1
-    """Every batch is used at least this many times: steps = max(steps, min_epochs * n_batches)."""
+    """Optimiser steps (at least; see ``min_epochs``)."""
+    batch_tokens: int | None = DEFAULT_BATCH_TOKENS
+    """Positions per step, drawn at random from every fit token (see :data:`DEFAULT_BATCH_TOKENS`);
+    None: one whole input batch per step, batches cycled in order (the earlier schedule)."""
+    min_epochs: int = 0
+    """Every fit token (``batch_tokens`` set) or every batch (None) is used at least this many
+    times: steps = max(steps, ceil(min_epochs * n_tokens / batch_tokens)) or
+    max(steps, min_epochs * n_batches)."""
     lr: float = 1e-3
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam weight decay on the translators."""
+    seed: int = 0
+    """Seed of the order in which positions are drawn (``batch_tokens`` set)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +226,45 @@ def _target(unembedding: Unembedding, batch: LensBatch):
     return mask, p, (p * logp).sum(-1)
 
 
-def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: bool) -> tuple[torch.Tensor, list | None]:
+@dataclass(frozen=True)
+class TargetStats:
+    """What a step needs of the model's own distribution ``p`` at some tokens, for a linear head
+    ``z = W u + b``: ``pw = p W`` ``[tokens, d]``, ``pb = p . b`` ``[tokens]`` and
+    ``neg_entropy = sum_v p log p`` ``[tokens]`` (float32)."""
+
+    pw: torch.Tensor
+    pb: torch.Tensor | float
+    neg_entropy: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of_cache(cls, unembedding: Unembedding, cache, chunk_tokens: int = 2048) -> TargetStats:
+        """The statistics of every token of a :class:`~vlground.mechanism.lens_cache.HiddenStateCache`
+        (one pass of the head over its last states, ``chunk_tokens`` at a time)."""
+        head = unembedding.head
+        lo, hi = cache.bounds[0], cache.bounds[-1]
+        pw = torch.empty(hi - lo, head.weight.shape[1], dtype=torch.float32)
+        pb, ne = torch.zeros(hi - lo), torch.empty(hi - lo)
+        for a in range(0, hi - lo, chunk_tokens):
+            b = min(a + chunk_tokens, hi - lo)
+            last = cache.states[-1, lo + a:lo + b]
+            if cache.device is not None:
+                last = last.to(cache.device)
+            _, p, neg = _target(unembedding, LensBatch([last]))
+            pw[a:b] = (p @ head.weight).cpu()
+            ne[a:b] = neg.cpu()
+            if head.bias is not None:
+                pb[a:b] = (p @ head.bias).cpu()
+        return cls(pw, pb if head.bias is not None else 0.0, ne)
+
+    def gather(self, positions: torch.Tensor, device=None) -> TargetStats:
+        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+        pb = self.pb if isinstance(self.pb, float) else move(self.pb.index_select(0, positions))
+        return TargetStats(move(self.pw.index_select(0, positions)), pb, move(self.neg_entropy.index_select(0, positions)))
+
+
+def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: bool,
+             target: TargetStats | None = None) -> tuple[torch.Tensor, list | None]:
     """``([L] mean over counted tokens of KL(p_model || p_lens_l), grads of their sum w.r.t.
     the lens's parameters or None)``.
 
@@ -212,9 +273,17 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
     one call of the head, and (with a linear head) the gradient ``d KL / d z_l = softmax(z_l) - p``
     is formed in place on the logits and taken back through the head by hand, so no
     ``[L, tokens, vocab]`` tensor is kept for autograd; autograd covers the norm and translators.
+    ``sum_v p z_l`` is ``u_l . (p W) + p . b`` (``W``, ``b`` the head's): one product with the
+    head for all layers instead of one pass over ``[L, tokens, vocab]``.  ``target``: those
+    statistics of the batch's tokens precomputed (:class:`TargetStats`, float32 linear heads only),
+    so the step does not recompute the model's distribution and forms ``d KL / d u`` as
+    ``(softmax(z) W - p W) / tokens``.
     """
     with torch.no_grad():
-        mask, p, neg_entropy = _target(unembedding, batch)
+        if target is None:
+            mask, p, neg_entropy = _target(unembedding, batch)
+        else:
+            mask, p, neg_entropy = None, None, target.neg_entropy
     with torch.enable_grad() if grad else torch.no_grad():
         hidden = torch.stack([lens.transform(h if mask is None else h[mask.to(h.device)], i)
                               for i, h in enumerate(batch.hidden_states[:-1])])  # [L, tokens, d]
@@ -226,14 +295,29 @@ def _kl_step(lens: TunedLens, unembedding: Unembedding, batch: LensBatch, grad: 
             kl = (neg_entropy - (z * p).sum(-1) + torch.logsumexp(z, dim=-1)).mean(-1)  # [L]
         return kl.detach(), (list(torch.autograd.grad(kl.sum(), list(lens.parameters()))) if grad else None)
     with torch.no_grad():
-        z = nn.functional.linear(u.detach(), head.weight, head.bias).float()  # [L, tokens, vocab]
-        lse = torch.logsumexp(z, dim=-1)  # [L, tokens]
-        kl = (neg_entropy - torch.einsum("ltv,tv->lt", z, p) + lse).mean(-1)  # [L]
+        u0 = u.detach()
+        z = nn.functional.linear(u0, head.weight, head.bias).float()  # [L, tokens, vocab]
+        zmax = z.amax(-1, keepdim=True)
+        e = z.sub_(zmax).exp_()  # exp(z - max z), in place: z is not needed again
+        total = e.sum(-1, keepdim=True)
+        lse = (zmax + total.log()).squeeze(-1)  # logsumexp(z), [L, tokens]
+        # sum_v p_v z_lv = u_l . (p W) + p . b: one [tokens, vocab] x [vocab, d] product for all layers
+        if target is None:
+            pw = p.to(head.weight.dtype) @ head.weight  # [tokens, d]
+            pb = 0.0 if head.bias is None else (p.to(head.bias.dtype) @ head.bias).float()
+        else:
+            pw, pb = target.pw, target.pb
+        pz = (u0 * pw).sum(-1).float() + pb
+        kl = (neg_entropy - pz + lse).mean(-1)  # [L]
         if not grad:
             return kl, None
-        dz = z.sub_(lse[..., None]).exp_().sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
-        du = (dz.to(head.weight.dtype) @ head.weight).div_(z.shape[1])  # d mean KL / d u, [L, tokens, d]
-        del z, dz
+        q = e.div_(total)  # softmax(z), in place
+        if target is None:
+            dz = q.sub_(p)  # softmax - p, [L, tokens, vocab] (in place)
+            du = (dz.to(head.weight.dtype) @ head.weight).div_(q.shape[1])  # d mean KL / d u, [L, tokens, d]
+        else:  # float32 head: (softmax - p) W = softmax W - p W, without p
+            du = (q @ head.weight).sub_(pw).div_(q.shape[1])
+        del z, e, q
     return kl, list(torch.autograd.grad(u, list(lens.parameters()), du))
 
 
@@ -248,20 +332,43 @@ def fit_lens(
     """Fit the translators in place (Adam on the summed per-layer KL); returns the loss per step.
 
     ``batches``: any sequence of :class:`LensBatch` (a :class:`~vlground.mechanism.lens_cache.HiddenStateCache`,
-    or :class:`LazyLensBatches`); the fit runs
-    ``max(config.steps, config.min_epochs * len(batches))`` steps, batch ``step % len(batches)``.
+    or :class:`LazyLensBatches`, or a list).  With ``config.batch_tokens`` set, every step reads
+    that many positions drawn from all of their counted tokens (:class:`PositionStream`; a sequence
+    that is not a cache is first gathered into one, running a lazy sequence's model once per batch);
+    with ``batch_tokens=None`` step ``s`` reads batch ``s % len(batches)``.  See
+    :class:`LensTrainConfig` for the number of steps.
 
     Only the lens's parameters change: gradients are taken with ``torch.autograd.grad``
     on them, so the model's ``.grad`` fields are not touched.
     """
     if not batches:
         raise MechanismError("fit_lens needs at least one batch")
+    if config.batch_tokens is None:
+        steps = max(config.steps, config.min_epochs * len(batches))
+
+        def draw(step: int) -> tuple[LensBatch, TargetStats | None]:
+            return batches[step % len(batches)], None
+    else:
+        from vlground.mechanism.lens_cache import HiddenStateCache
+
+        if config.batch_tokens < 1:
+            raise MechanismError(f"batch_tokens must be a positive number of positions, not {config.batch_tokens}")
+        pool = batches if isinstance(batches, HiddenStateCache) else HiddenStateCache.from_batches(batches)
+        stream = PositionStream(pool.n_tokens(), config.batch_tokens, config.seed)
+        steps = max(config.steps, math.ceil(config.min_epochs * pool.n_tokens() / stream.size))
+        head = unembedding.head
+        stats = (TargetStats.of_cache(unembedding, pool) if isinstance(head, nn.Linear) and head.weight.dtype == torch.float32
+                 else None)  # the model's own distribution once per token, not per step
+
+        def draw(step: int) -> tuple[LensBatch, TargetStats | None]:
+            idx = stream.next()
+            return pool.gather(idx), (None if stats is None else stats.gather(idx, pool.device))
     params = list(lens.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     losses = []
-    steps = max(config.steps, config.min_epochs * len(batches))
     for step in range(steps):
-        kl, grads = _kl_step(lens, unembedding, batches[step % len(batches)], grad=True)
+        batch, target = draw(step)
+        kl, grads = _kl_step(lens, unembedding, batch, grad=True, target=target)
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
@@ -270,11 +377,67 @@ def fit_lens(
     return losses
 
 
+class PositionStream:
+    """Positions ``[size]`` (sorted) per step out of ``n`` tokens: consecutive slices of a stream of
+    random permutations of ``range(n)`` (seeded), so the first ``n`` positions drawn are all
+    distinct and after ``k`` full passes every token was drawn ``k`` times; ``size = min(batch, n)``
+    (with ``size == n`` every step reads every token)."""
+
+    def __init__(self, n: int, batch: int, seed: int = 0):
+        if n < 1:
+            raise MechanismError("no tokens to draw positions from")
+        self.n, self.size = n, min(int(batch), n)
+        self._gen = torch.Generator().manual_seed(seed)
+        self._left = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        if self.size == self.n:
+            return torch.arange(self.n)
+        parts, need = [], self.size
+        while need:
+            if not len(self._left):
+                self._left = torch.randperm(self.n, generator=self._gen)
+            take, self._left = self._left[:need], self._left[need:]
+            parts.append(take)
+            need -= len(take)
+        return torch.cat(parts).sort().values
+
+
+def positions_drawn(n_tokens: int, steps: int, batch_tokens: int) -> int:
+    """Distinct tokens whose positions entered a minibatch fit (:class:`PositionStream`) of
+    ``steps`` steps of ``batch_tokens`` positions on ``n_tokens`` tokens."""
+    return min(n_tokens, steps * min(batch_tokens, n_tokens))
+
+
 @torch.no_grad()
-def lens_kl(lens: TunedLens, unembedding: Unembedding, batches: Iterable[LensBatch]) -> torch.Tensor:
-    """``[L]`` held-out KL per layer, averaged over batches."""
-    kls = [_kl_per_layer(lens, unembedding, b) for b in batches]
-    return torch.stack(kls).mean(0)
+def lens_kl(lens: TunedLens, unembedding: Unembedding, batches: Iterable[LensBatch], chunk_tokens: int = 2048) -> torch.Tensor:
+    """``[L]`` held-out KL per layer: the mean over every counted token of ``batches`` (each
+    ``[tokens, d_model]`` batch evaluated ``chunk_tokens`` positions at a time, so no more than
+    ``[L, chunk_tokens, vocab]`` logits are held)."""
+    total, count = None, 0
+    for b in batches:
+        if b.mask is None and b.hidden_states[0].dim() == 2:  # a cache batch: chunk it
+            n = b.hidden_states[0].shape[0]
+            parts = [LensBatch([h[lo:lo + chunk_tokens] for h in b.hidden_states],
+                               None if b.logits is None else b.logits[lo:lo + chunk_tokens]) for lo in range(0, n, chunk_tokens)]
+        else:
+            parts = [b]
+        for part in parts:
+            n = _n_counted(part)
+            if n == 0:
+                continue
+            kl = _kl_per_layer(lens, unembedding, part) * n
+            total, count = (kl if total is None else total + kl), count + n
+    if total is None:
+        raise MechanismError("lens_kl: no counted tokens")
+    return total / count
+
+
+def _n_counted(batch: LensBatch) -> int:
+    if batch.mask is not None:
+        return int(batch.mask.sum())
+    h = batch.hidden_states[0]
+    return int(h.shape[:-1].numel())
 
 
 @torch.no_grad()

@@ -12,7 +12,8 @@ Storage: one tensor ``[L + 1, tokens, d_model]``.  In memory while it fits ``mem
 in a file under ``directory`` (default: the system temporary folder) mapped into memory, whose
 name is unlinked as soon as it is mapped, so nothing is left on disk even when the process is
 killed.  Batches are the input batches' token ranges: batch ``i`` of the cache is the counted
-tokens of ``inputs[i]``, so a fit on the cache sees exactly the batches it saw before.
+tokens of ``inputs[i]`` (what the earlier whole-batch schedule reads); :meth:`HiddenStateCache.gather`
+reads any positions (the minibatches :func:`~vlground.mechanism.lens.fit_lens` draws).
 """
 from __future__ import annotations
 
@@ -98,6 +99,31 @@ class HiddenStateCache(Sequence):
                   states.dtype, "mapped file" if on_disk else "in memory")
         return cls(states, bounds, device, on_disk)
 
+    @classmethod
+    @torch.no_grad()
+    def from_batches(cls, batches, device: torch.device | str | None = None, *,
+                     memory_bytes: int = DEFAULT_MEMORY_BYTES, directory: str | Path | None = None) -> HiddenStateCache:
+        """A cache of the counted tokens of :class:`~vlground.mechanism.lens.LensBatch` es (each read
+        once: a lazy sequence runs its model once per batch); their ``logits`` are dropped (the lens
+        recomputes the model's own from the last state, as for a built cache)."""
+        bounds, parts = [0], []
+        for i, b in enumerate(batches):
+            hidden = b.hidden_states
+            keep = None if b.mask is None else b.mask.bool().to(hidden[0].device)
+            flat = [h.reshape(-1, h.shape[-1]) if keep is None else h[keep] for h in hidden]
+            if parts and len(flat) != len(parts[0]):
+                raise MechanismError(f"batch {i}: {len(flat)} hidden states, expected {len(parts[0])}")
+            parts.append([f.detach().to("cpu") for f in flat])
+            bounds.append(bounds[-1] + flat[0].shape[0])
+        if not parts:
+            raise MechanismError("a hidden-state cache needs at least one batch")
+        shape = (len(parts[0]), bounds[-1], parts[0][0].shape[-1])
+        states, on_disk = _allocate(shape, parts[0][0].dtype, memory_bytes, directory)
+        for i, flat in enumerate(parts):
+            for layer, f in enumerate(flat):
+                states[layer, bounds[i]:bounds[i + 1]] = f
+        return cls(states, bounds, device, on_disk)
+
     # -- reading --------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -117,6 +143,16 @@ class HiddenStateCache(Sequence):
             raise IndexError(i)
         lo, hi = self.bounds[i], self.bounds[i + 1]
         part = self.states[:, lo:hi]
+        if self.device is not None:
+            part = part.to(self.device)
+        return LensBatch(hidden_states=list(part.unbind(0)), logits=None)
+
+    def gather(self, positions: torch.Tensor):
+        """:class:`~vlground.mechanism.lens.LensBatch` of the tokens at ``positions`` ``[n]``
+        (counted from this cache's first token): ``L + 1`` tensors ``[n, d_model]`` on ``device``."""
+        from vlground.mechanism.lens import LensBatch
+
+        part = self.states.index_select(1, positions + self.bounds[0])  # [L + 1, n, d] (faster than advanced indexing)
         if self.device is not None:
             part = part.to(self.device)
         return LensBatch(hidden_states=list(part.unbind(0)), logits=None)

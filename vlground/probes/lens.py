@@ -12,8 +12,11 @@ held-out split when smaller); the last tenth of those batches (at least one) is 
 fit to measure the per-layer KL.  The model runs once over each part (``sdpa`` attention, no
 grad) and every layer's hidden states are cached
 (:class:`vlground.mechanism.lens_cache.HiddenStateCache`: in memory up to ``--lens-cache-gb``,
-else in a mapped temporary file); the fit (every fit batch used at least once) and the KL read the
-cache.  A note states the tokens the fit and the KL actually used.
+else in a mapped temporary file); the fit and the KL read the cache.  Each of the ``--lens-steps``
+optimisation steps reads ``--lens-batch-tokens`` positions drawn at random from all fit tokens
+(every token once before any twice), so a step costs the same whatever the budget, and the fit
+costs one forward pass over the lens tokens plus the steps.  A note states the tokens the fit drew
+from, the positions it read and the tokens the KL used.
 
 The saved lens: written atomically with ``vlground-fit.json`` (the options, token counts and a
 key over everything that determines the lens: the unembedding's hash, a digest of the model's
@@ -48,8 +51,9 @@ class LensRow:
     layer: int  #: 0 = embeddings, k = after block k (1-based)
     surprisal: float  #: mean target surprisal (nats) read through the lens, match items (env2lan)
     kl: float  #: held-out KL(model || lens) in nats per token
-    fit_tokens: int  #: held-out tokens the lens was fit on (also when a saved lens was reused)
+    fit_tokens: int  #: held-out tokens the lens's fit drew its positions from (also when a saved lens was reused)
     held_out_tokens: int  #: tokens the KL was measured on
+    fit_positions: int = 0  #: distinct fit tokens whose positions entered the fit's loss: min(fit_tokens, steps x lens_batch_tokens)
 
 
 class LensProbe(Probe):
@@ -59,12 +63,21 @@ class LensProbe(Probe):
 
     @dataclass
     class Options:
-        lens_steps: int = 150  #: minimum optimisation steps of each tuned lens (one batch per step; every batch is used at least once)
+        lens_steps: int = 150  #: optimisation steps of each tuned lens (each on --lens-batch-tokens positions)
+        lens_batch_tokens: int = 1024  #: positions per optimisation step, drawn at random from all fit tokens (every token once before any twice): a step costs the head over the vocabulary for every layer at these positions whatever --lens-tokens is, so the fit is one forward pass over the lens tokens plus the steps; 1024 keeps the held-out KL of whole 4,096-token batches on a trained tiny Transformer (512: 2-3 percent higher; scripts/bench/bench_lens.py)
         lens_tokens: int = 250_000  #: held-out tokens to fit and evaluate each lens on (the adapter's whole held-out split if it has fewer)
         lens_cache_gb: float = 2.0  #: the lens tokens' hidden states (every layer) are held in memory up to this size in GiB, beyond it in a mapped temporary file
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
-        from vlground.mechanism.lens import LensTrainConfig, TunedLens, fit_lens, lens_kl, lens_surprisal, split_held_out
+        from vlground.mechanism.lens import (
+            LensTrainConfig,
+            TunedLens,
+            fit_lens,
+            lens_kl,
+            lens_surprisal,
+            positions_drawn,
+            split_held_out,
+        )
         from vlground.mechanism.lens_cache import HiddenStateCache, count_tokens
 
         adapter, loaded = ctx.adapter, ctx.loaded
@@ -81,8 +94,14 @@ class LensProbe(Probe):
         in_sample = train_in is held_in  # a single batch: the KL is measured on the fit tokens
         held = HiddenStateCache.build(loaded.model, held_in, loaded.device, memory_bytes=budget)
         fit_tokens = sum(count_tokens(b) for b in train_in)
-        train_cfg = LensTrainConfig(steps=self.options.lens_steps)
-        fit_info = {"lens_tokens": self.options.lens_tokens, "lens_steps": self.options.lens_steps, "fit_tokens": fit_tokens,
+        if self.options.lens_batch_tokens < 1:
+            from vlground.errors import InputError
+
+            raise InputError(f"--lens-batch-tokens {self.options.lens_batch_tokens}: must be at least 1")
+        train_cfg = LensTrainConfig(steps=self.options.lens_steps, batch_tokens=self.options.lens_batch_tokens)
+        fit_positions = positions_drawn(fit_tokens, train_cfg.steps, self.options.lens_batch_tokens)
+        fit_info = {"lens_tokens": self.options.lens_tokens, "lens_steps": self.options.lens_steps,
+                    "lens_batch_tokens": self.options.lens_batch_tokens, "fit_tokens": fit_tokens,
                     "key": _lens_key(unembedding.hash(), held.digest(), train_in, train_cfg, self.options)}
 
         ckpt_dir = Path(loaded.checkpoint.path)
@@ -115,19 +134,30 @@ class LensProbe(Probe):
             return ProbeResult(notes=notes + [f"lens: skipped for {ctx.key} (no match items)"])
         sp = torch.cat(sps).mean(0)
         # row k reads hidden_states[k]: the output of 1-based layer k (0 = embeddings), see mechanism.sites.hidden_state_layer
-        rows = [LensRow(hidden_state_layer(i), float(sp[i]), float(kl[i]) if i < n_layers else 0.0, fit_tokens, held_tokens)
-                for i in range(n_layers + 1)]
-        notes.append(tokens_note(fit_tokens, held_tokens, in_sample, self.options.lens_tokens))
+        rows = [LensRow(hidden_state_layer(i), float(sp[i]), float(kl[i]) if i < n_layers else 0.0, fit_tokens, held_tokens,
+                        fit_positions) for i in range(n_layers + 1)]
+        notes.append(tokens_note(fit_tokens, held_tokens, in_sample, self.options.lens_tokens,
+                                 (self.options.lens_steps, self.options.lens_batch_tokens)))
         return ProbeResult(tables={"lens": rows}, notes=notes)
 
 
-def tokens_note(fit_tokens: int, held_tokens: int, in_sample: bool, lens_tokens: int) -> str:
-    """The one-line note of the tokens a lens was fit and evaluated on."""
+def tokens_note(fit_tokens: int, held_tokens: int, in_sample: bool, lens_tokens: int,
+                steps_batch: tuple[int, int] | None = None) -> str:
+    """The one-line note of the tokens a lens was fit and evaluated on (``steps_batch``: the fit's
+    ``(steps, positions per step)``, stated with the distinct tokens they read)."""
+    from vlground.mechanism.lens import positions_drawn
+
     budget = (f"the whole held-out split, fewer than --lens-tokens {lens_tokens}" if fit_tokens + (0 if in_sample else held_tokens) < lens_tokens
               else f"--lens-tokens {lens_tokens}")
+    read = ""
+    if steps_batch is not None:
+        steps, batch = steps_batch
+        read = (f" ({steps} steps x {min(batch, fit_tokens)} positions drawn at random: "
+                f"{positions_drawn(fit_tokens, steps, batch)} distinct tokens read)")
     if in_sample:
-        return f"lens: fit on {fit_tokens} held-out tokens ({budget}); KL per layer on the same tokens (a single held-out batch: in-sample)"
-    return f"lens: fit on {fit_tokens} held-out tokens, KL per layer on {held_tokens} other held-out tokens ({budget})"
+        return (f"lens: fit on {fit_tokens} held-out tokens{read} ({budget}); KL per layer on the same tokens "
+                "(a single held-out batch: in-sample)")
+    return f"lens: fit on {fit_tokens} held-out tokens{read}, KL per layer on {held_tokens} other held-out tokens ({budget})"
 
 
 def _lens_key(unembedding_hash: str, model_digest: str, train_in, train_cfg, options) -> str:
@@ -141,7 +171,8 @@ def _lens_key(unembedding_hash: str, model_digest: str, train_in, train_cfg, opt
                 h.update(f"{name}:{v.dtype}:{tuple(v.shape)}".encode())
                 h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     spec = {"unembedding": unembedding_hash, "hidden_states": model_digest, "fit_inputs": h.hexdigest(),
-            "train": asdict(train_cfg), "lens_steps": options.lens_steps, "lens_tokens": options.lens_tokens}
+            "train": asdict(train_cfg), "lens_steps": options.lens_steps, "lens_tokens": options.lens_tokens,
+            "lens_batch_tokens": options.lens_batch_tokens}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
