@@ -17,7 +17,7 @@ from vlground.cli import main
 SPEC = Path(__file__).parent / "fixtures" / "chat-spec"
 VALID = sorted((SPEC / "valid").glob("*.cha"))
 EXPECTED = {row["file"]: (row["code"], int(row["line"]))
-            for row in csv.DictReader((SPEC / "expected.tsv").open(encoding="utf-8"), delimiter="\t")}
+            for row in csv.DictReader((SPEC / "expected.tsv").read_text(encoding="utf-8").splitlines(), delimiter="\t")}
 
 HEAD = ("@UTF8\n@Begin\n@Languages:\teng\n@Participants:\tCHI Target_Child, MOT Mother\n"
         "@ID:\teng|spec|CHI|||||Target_Child|||\n@ID:\teng|spec|MOT|||||Mother|||\n")

@@ -92,6 +92,7 @@ def test_second_build_filling_one_cache_is_refused(tmp_path, dino, capsys):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
 
 
 def test_nan_box_is_skipped_in_the_visdial_corpus(tmp_path, dino, capsys):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def test_lens_save_is_atomic(tmp_path, monkeypatch):
             p.add_(1.0)
 
     def full(tensors, filename, *a, **k):
-        open(filename, "wb").write(b"\0" * 10)
+        Path(filename).write_bytes(b"\0" * 10)
         raise OSError(errno.ENOSPC, "No space left on device", str(filename))
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)

@@ -132,6 +132,7 @@ def test_second_build_of_one_out_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
 
 
 # -- 14. --device cuda without a GPU ------------------------------------------------------------------------

@@ -105,6 +105,7 @@ def test_second_trainer_is_refused(corpus, tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert train(corpus, run, capsys, "--resume")[0] == 0  # the lock dies with its holder
 
 
