@@ -113,7 +113,8 @@ def r_squared(res, plot_dir: Path) -> Section | None:
             ax.set_ylim(0, 1)
             ax.set_ylabel("R² (info gain ~ co-occurrence)")
             ax.set_title(f"{g}: R² of per-word information gain on co-occurrence", fontsize=10)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:  # an all-undefined R² draws nothing to label
+                ax.legend(fontsize=7)
             plots._steps_axis(ax, steps)
             figs.append(plots._save(fig, plot_dir / f"{_safe(g)}-r2.png"))
         last = gdf[gdf["step"].fillna(math.inf) == gdf["step"].fillna(math.inf).max()]
