@@ -67,13 +67,12 @@ def demo_sweep(args: argparse.Namespace):
 
     data = yaml.safe_load((resources.files("vlground") / "configs" / "sweeps" / "demo.yaml").read_text(encoding="utf-8"))
     seeds = [int(s) for s in (args.seeds or "0").split(",") if s.strip()]
-    if getattr(args, "long", False) and args.quick:
+    if args.long and args.quick:
         from vlground.errors import InputError
 
         raise InputError("--long and --quick exclude each other")
-    long = getattr(args, "long", False)
-    steps = args.steps if args.steps is not None else LONG_STEPS if long else int(data["train"]["steps"])
-    archs = [a.strip() for a in (args.archs or ("transformer" if long else "transformer,lstm")).split(",") if a.strip()]
+    steps = args.steps if args.steps is not None else LONG_STEPS if args.long else int(data["train"]["steps"])
+    archs = [a.strip() for a in (args.archs or ("transformer" if args.long else "transformer,lstm")).split(",") if a.strip()]
     if args.quick:
         seeds, steps = seeds[:1], 30
         data["train"].update(batch_size=4, checkpoint_every=15, checkpoint_dense_until=4, warmup_steps=5, log_every=10)

@@ -251,14 +251,8 @@ class Adapter(abc.ABC):
         See :func:`vlground.mechanism.saliency.attention_saliency`."""
         from vlground.mechanism.saliency import attention_saliency
 
-        inputs = self.model_inputs(loaded, batch)
-        ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
-        mask = inputs.pop("attention_mask", None)
-        dev = ids.device if ids is not None else embeds.device
-        return attention_saliency(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
-                                  batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds,
-                                  layers=layers, predict_row_only=predict_row_only, dtype=dtype, kernel=kernel,
-                                  sites=self._sites_or_none(loaded), **inputs)
+        args, kwargs = self._saliency_args(loaded, batch)
+        return attention_saliency(*args, **kwargs, layers=layers, predict_row_only=predict_row_only, dtype=dtype, kernel=kernel)
 
     def saliency_summary(self, loaded: LoadedModel, batch: ProbeBatch, *, dtype: torch.dtype | None = None,
                          map_items=None, map_length: int | None = None, kernel: str = "sdpa"):
@@ -269,14 +263,18 @@ class Adapter(abc.ABC):
         See :func:`vlground.mechanism.saliency_summary.saliency_summary`."""
         from vlground.mechanism.saliency_summary import saliency_summary
 
+        args, kwargs = self._saliency_args(loaded, batch)
+        return saliency_summary(*args, **kwargs, dtype=dtype, map_items=map_items, map_length=map_length, kernel=kernel)
+
+    def _saliency_args(self, loaded: LoadedModel, batch: ProbeBatch) -> tuple[tuple, dict]:
+        """Positional and keyword arguments of one saliency pass over ``batch`` (model, ids, predicted
+        rows, first target sub-tokens, mask; embeddings, attention sites and the model's other inputs)."""
         inputs = self.model_inputs(loaded, batch)
         ids, embeds = inputs.pop("input_ids", None), inputs.pop("inputs_embeds", None)
         mask = inputs.pop("attention_mask", None)
         dev = ids.device if ids is not None else embeds.device
-        return saliency_summary(loaded.model, ids, batch.predict_positions.to(dev).contiguous(),
-                                batch.target_ids[:, 0].to(dev).contiguous(), mask, inputs_embeds=embeds, dtype=dtype,
-                                map_items=map_items, map_length=map_length, kernel=kernel,
-                                sites=self._sites_or_none(loaded), **inputs)
+        args = (loaded.model, ids, batch.predict_positions.to(dev).contiguous(), batch.target_ids[:, 0].to(dev).contiguous(), mask)
+        return args, {"inputs_embeds": embeds, "sites": self._sites_or_none(loaded), **inputs}
 
     def _sites_or_none(self, loaded: LoadedModel):
         """:meth:`attention_site`, or None where it cannot say (the saliency pass then resolves or runs eager)."""

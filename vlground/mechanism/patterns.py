@@ -147,24 +147,35 @@ def classify_heads(
     carry the loss, see :func:`target_rows`."""
     mass = _mass(saliency)
     total = mass.sum((-1, -2)).clamp_min(1e-30)
-    row_mass = mass.sum(-1)  # [..., seq]
+    dot_share, flat = (mass.flatten(-2) / total[..., None]).max(dim=-1)
+    row_max = mass.max(dim=-1).values if thresholds.gather_rule == "strip-minus-dot" else None
+    return patterns_from_rows(mass.sum(-1), row_max, total, dot_share, flat, saliency.shape[-1], thresholds,
+                              predict_positions)
+
+
+def patterns_from_rows(row_mass: torch.Tensor, row_max: torch.Tensor | None, total: torch.Tensor,
+                       dot_share: torch.Tensor, dot_index: torch.Tensor, seq: int,
+                       thresholds: GatherAggregateThresholds, predict_positions=None) -> HeadPatterns:
+    """The gather and aggregate rules on what they read of a map: ``row_mass`` ``[..., seq]`` (each
+    row's saliency mass), ``row_max`` (each row's largest cell; read by ``strip-minus-dot`` only),
+    ``total`` ``[...]`` (the map's mass, > 0), ``dot_share`` / ``dot_index`` (the largest cell's
+    share and flat index). Shared by :func:`classify_heads` (full maps) and
+    :func:`vlground.mechanism.saliency_summary.classify_from_summary` (reductions)."""
     if thresholds.gather_rule == "strip-minus-dot":
-        row_mass = row_mass - mass.max(dim=-1).values
+        row_mass = row_mass - row_max
     elif thresholds.gather_rule == "strip-off-target":
-        t = target_rows(mass, predict_positions)
+        t = target_rows(row_mass[..., None], predict_positions)
         own = torch.arange(row_mass.shape[-1], device=row_mass.device) == t[..., None]
         row_mass = row_mass.masked_fill(own, 0.0)
     strip_share, strip_row = (row_mass / total[..., None]).max(dim=-1)
-    dot_share, flat = (mass.flatten(-2) / total[..., None]).max(dim=-1)
-    seq = saliency.shape[-1]
     return HeadPatterns(
         gather=strip_share >= thresholds.gather,
         aggregate=dot_share >= thresholds.aggregate,
         strip_share=strip_share,
         strip_row=strip_row,
         dot_share=dot_share,
-        dot_row=flat // seq,
-        dot_col=flat % seq,
+        dot_row=dot_index // seq,
+        dot_col=dot_index % seq,
         gather_rule=thresholds.gather_rule,
     )
 

@@ -35,7 +35,7 @@ from vlground.mechanism.flow import LayerFlow, positions_mask
 from vlground.mechanism.patterns import (
     GatherAggregateThresholds,
     HeadPatterns,
-    target_rows,
+    patterns_from_rows,
 )
 from vlground.mechanism.saliency import SaliencySink, saliency_pass
 
@@ -195,30 +195,8 @@ def classify_from_summary(summary: SaliencySummary, thresholds: GatherAggregateT
 
     ``predict_positions`` as there (None: the last row holding any mass)."""
     total = summary.total.clamp_min(1e-30)
-    row_mass = summary.row_mass
-    if thresholds.gather_rule == "strip-minus-dot":
-        row_mass = row_mass - summary.row_max
-    elif thresholds.gather_rule == "strip-off-target":
-        if predict_positions is None:
-            nz = summary.row_mass > 0
-            t = (nz.shape[-1] - 1 - nz.flip(-1).to(torch.int8).argmax(-1)).long()
-        else:
-            t = target_rows(summary.row_mass[..., None], predict_positions)
-        own = torch.arange(row_mass.shape[-1]) == t[..., None]
-        row_mass = row_mass.masked_fill(own, 0.0)
-    strip_share, strip_row = (row_mass / total[..., None]).max(dim=-1)
-    dot_share = summary.dot / total
-    seq = summary.seq
-    return HeadPatterns(
-        gather=strip_share >= thresholds.gather,
-        aggregate=dot_share >= thresholds.aggregate,
-        strip_share=strip_share,
-        strip_row=strip_row,
-        dot_share=dot_share,
-        dot_row=summary.dot_index // seq,
-        dot_col=summary.dot_index % seq,
-        gather_rule=thresholds.gather_rule,
-    )
+    return patterns_from_rows(summary.row_mass, summary.row_max, total, summary.dot / total, summary.dot_index,
+                              summary.seq, thresholds, predict_positions)
 
 
 def flow_from_summary(summary: SaliencySummary, source_positions: torch.Tensor | Sequence[Sequence[int]],
