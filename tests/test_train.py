@@ -244,3 +244,32 @@ def test_run_folder_with_a_different_config_is_left_alone(corpus, tmp_path, caps
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     with pytest.raises(InputError, match="no such checkpoint"):
         vlground.load_checkpoint(tmp_path / "missing")
+
+
+def test_bundled_transformer_activation_is_gpt2s_gelu():
+    """The configs' fused ``gelu_pytorch_tanh`` is GPT-2's ``gelu_new`` (same weights, same logits)."""
+    from importlib import resources
+
+    from vlground.train.models import build_model
+
+    for size in ("tiny", "small", "paper"):
+        cfg = json.loads((resources.files("vlground") / "configs" / f"transformer-{size}.json").read_text())["model"]
+        assert cfg["activation_function"] == "gelu_pytorch_tanh"
+    cfg = json.loads((resources.files("vlground") / "configs" / "transformer-tiny.json").read_text())["model"]
+    torch.manual_seed(0)
+    fused = build_model("transformer", cfg, 50, max_len=64).eval()
+    with torch.no_grad():  # pre-activations of a trained size (at init they are ~0, where every GELU agrees)
+        for block in fused.transformer.h:
+            block.mlp.c_fc.weight.normal_(0, 0.5)
+    gpt2 = build_model("transformer", {**cfg, "activation_function": "gelu_new"}, 50, max_len=64).eval()
+    exact = build_model("transformer", {**cfg, "activation_function": "gelu"}, 50, max_len=64).eval()
+    for m in (gpt2, exact):
+        m.load_state_dict(fused.state_dict())
+    x = torch.randint(0, 50, (2, 64))
+    with torch.no_grad():
+        a, b = (m(input_ids=x).logits for m in (fused, gpt2))
+        z = torch.linspace(-6, 6, 1201)
+        acts = [m.transformer.h[0].mlp.act(z) for m in (fused, gpt2, exact)]
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(acts[0], acts[1], atol=1e-6)
+    assert (acts[0] - acts[2]).abs().max() > 1e-4  # the check tells the exact (erf) GELU apart
