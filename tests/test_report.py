@@ -173,3 +173,52 @@ def test_find_chromium_honours_the_environment_and_says_how_to_install(tmp_path,
     monkeypatch.setenv("VLGROUND_CHROMIUM", str(tmp_path / "missing"))
     assert find_chromium() is None
     assert "apt-get install chromium" in INSTALL_HINT and "PyPI" in INSTALL_HINT
+
+
+def test_figures_drawn_by_workers_are_the_inline_figures(tmp_path, monkeypatch):
+    """The report written with drawing processes is byte-for-byte the inline one (HTML and every PNG)."""
+    import hashlib
+    import shutil
+
+    from vlground.report import render
+
+    (tmp_path / "a").mkdir()
+    res = _planted(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    written = {}
+    for name, n in (("a", 1), ("b", 2)):
+        monkeypatch.setattr(render, "default_workers", lambda n=n: n)
+        html = write_report(tmp_path / name, load(tmp_path / name)).read_text()
+        pngs = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / name / "plots").glob("*.png")}
+        written[name] = (html, pngs)
+    assert written["a"][1] and written["a"][1] == written["b"][1]
+    assert "vlground-figure" not in written["b"][0] and written["a"][0] == written["b"][0]
+    assert res.checkpoints
+
+
+def test_a_figure_that_fails_to_draw_is_an_error_and_one_that_does_not_pickle_is_drawn_inline(tmp_path):
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from vlground.report import plots, render
+    from vlground.report.html import img
+
+    with pytest.raises(RuntimeError, match="bad.png"):
+        with render.rendering(2):
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, 1])
+            plots._save(fig, tmp_path / "good.png")
+            fig, ax = plt.subplots()
+            ax.text(0, 0, r"$\notacommand{x}$")  # mathtext fails only when drawn
+            plots._save(fig, tmp_path / "bad.png")
+    assert (tmp_path / "good.png").is_file() and not (tmp_path / "bad.png").exists()
+    with render.rendering(2) as r:
+        fig, ax = plt.subplots()
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))  # a lambda does not pickle
+        plots._save(fig, tmp_path / "lambda.png")
+        assert not r.is_pending(tmp_path / "lambda.png") and (tmp_path / "lambda.png").is_file()
+        fig, ax = plt.subplots()
+        plots._save(fig, tmp_path / "later.png")
+        tag = img(tmp_path / "later.png", "later")
+        assert tag.startswith("<!--vlground-figure")
+    assert r.fill(tag).startswith('<img src="data:image/png;base64,')

@@ -3,7 +3,6 @@ anchors, a table of contents, inlined images and atomic file writes. Tables:
 :mod:`vlground.report.tables`; provenance: :mod:`vlground.report.provenance`."""
 from __future__ import annotations
 
-import base64
 import html
 import os
 import re
@@ -56,10 +55,14 @@ def slug(text: str) -> str:
 
 
 def img(path: Path, alt: str = "", wide: bool = False) -> str:
-    """A PNG inlined as a data URI (the report stays one self-contained file)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    cls = " class=wide" if wide else ""
-    return f'<img{cls} src="data:image/png;base64,{data}" alt="{html.escape(alt or Path(path).stem)}">'
+    """A PNG inlined as a data URI (the report stays one self-contained file); a figure still
+    being drawn by :func:`vlground.report.render.rendering` gets a placeholder filled in later."""
+    from vlground.report import render
+
+    r = render.active()
+    if r is not None and r.is_pending(Path(path)):
+        return r.placeholder(Path(path), alt, wide)
+    return render.data_uri_img(Path(path), alt, wide)
 
 
 @dataclass

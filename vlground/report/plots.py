@@ -33,13 +33,33 @@ DPI = 110
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    """Lay out and write ``fig`` as ``path`` (atomically), or hand it to the worker processes of
+    an open :func:`vlground.report.render.rendering` block; returns ``path`` either way."""
+    from vlground.report import render
+
     path = Path(path)
+    r = render.active()
+    if r is not None:
+        import pickle
+
+        try:
+            data = pickle.dumps(fig)
+        except Exception:  # noqa: BLE001  (an artist that does not pickle: draw it here)
+            data = None
+        if data is not None:
+            plt.close(fig)
+            r.submit(data, path)
+            return path
+    _render(fig, path)
+    return path
+
+
+def _render(fig, path: Path) -> None:
+    fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     tmp.replace(path)
-    return path
 
 
 def step_ticks(max_step: float) -> list[int]:
@@ -58,12 +78,12 @@ def _steps_axis(ax, steps, label: bool = True) -> None:
         ax.set_xlabel("training step")
     steps = [s for s in steps if s is not None and math.isfinite(s)]
     if steps and max(steps) > 10:
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+        from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
         ax.set_xscale("symlog", linthresh=1, linscale=0.5)
         ax.set_xlim(0 if min(steps) >= 0 else min(steps), max(steps) * 1.35)  # room for the last marker
         ax.xaxis.set_major_locator(FixedLocator(step_ticks(max(steps) * 1.35)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # picklable: figures go to worker processes
         ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(alpha=0.3)
 

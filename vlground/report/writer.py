@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vlground import stats
 from vlground.claims import ClaimSettings, claims_table, render_claims_html
-from vlground.report import emergence, monitor_section
+from vlground.report import emergence, monitor_section, render
 from vlground.report import sections as sec
 from vlground.report import provenance as prov_mod
 from vlground.report.html import Section, page, write_atomic
@@ -89,6 +89,12 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
         if res.rows(t):
             _csv(out / f"{t}.csv", _flat(res.rows(t)))
 
+    with render.rendering() as r:  # figures are drawn in worker processes while the next are built
+        text = _page(res, plot_dir, out, min_effect, correction, command)
+    return write_atomic(out / "report.html", r.fill(text) if r is not None else text)
+
+
+def _page(res: Results, plot_dir: Path, out: Path, min_effect: float, correction: str, command: str | None) -> str:
     verdicts = verdict_table(res, min_effect=min_effect, correction=correction)
     if verdicts:
         _csv(out / "verdicts.csv", verdicts)
@@ -119,5 +125,4 @@ def write_report(out: str | Path, results: Results | None = None, *, min_effect:
              f"{html.escape(', '.join(res.probes) or 'none')}. Layers are numbered from 1 (layer k = block k). Numbers have "
              "3 significant digits (p-values 2); every table is also a CSV next to this file (all rows and columns), and "
              "the per-item rows are in items.parquet.</p>")
-    text = page("vlground report", intro, _findings(verdicts, min_effect, correction), sections)
-    return write_atomic(out / "report.html", text)
+    return page("vlground report", intro, _findings(verdicts, min_effect, correction), sections)
