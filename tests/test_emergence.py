@@ -140,7 +140,7 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
             a = t.args[0]
             by_corpus.setdefault(t.run.split("/")[1], set()).add((t.run.split("/")[0], a[a.index("--steps") + 1], t.run.split("/")[2]))
         assert by_corpus["dense-control"] == by_corpus["childes"]  # same models, seeds and steps on both corpora
-    # every mechanistic checkpoint is one the schedule writes (--quick asked for step 15 of 0,1,2,4,8,10,20,30)
+    # every mechanistic checkpoint is one the schedule writes (--quick once asked for step 15 of 0,1,2,4,8,10,20,30)
     from vlground.train.checkpoint import checkpoint_steps
 
     for argv in ([], ["--quick"], ["--steps", "250"], ["--steps", "37"]):
@@ -149,6 +149,7 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
         planned = checkpoint_steps(int(t["steps"]), int(t["checkpoint_every"]), int(t["checkpoint_dense_until"]))
         *marks, last = sw.data["probe"]["mechanistic_checkpoints"]
         assert marks and all(m in planned and 0 < m < int(t["steps"]) for m in marks) and last == "last", (argv, marks, planned)
+        assert len([s for s in planned if s > 0]) >= 3, planned  # R² claims need R² (undefined at step 0) at 3 steps
     assert demo_sweep(p.parse_args(["--out", "x"])).data["train"]["steps"] == 600  # the yaml's budget, not a CLI default
     long = demo_sweep(p.parse_args(["--long", "--out", "x"]))
     assert long.data["train"]["steps"] == 2000 and long.data["grid"][0]["archs"] == ["transformer"]
@@ -199,3 +200,15 @@ def test_tiny_emergence_sweep_end_to_end(tmp_path):
     assert all(r["tokens"] == r["step"] * 4 * 128 for r in rows)
     assert {r["step"] for r in rows} == {0, 1, 2, 4, 8, 16}
     assert all("power_note" in r for r in rows)
+
+
+def test_the_demo_driver_plans_without_importing_torch():
+    """The driver process (Ray start, task graph, schedule) stays light: torch is imported only by the tasks."""
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; from vlground.cli.demo import add_arguments, demo_sweep; "
+            "p = argparse.ArgumentParser(); add_arguments(p); demo_sweep(p.parse_args(['--quick', '--out', 'x'])); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

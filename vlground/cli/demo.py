@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: demo.yaml's, 600 of 8 x 512 tokens)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray instance: tasks at once (default: one per core, at most 4)")
-    p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus, checkpoints 0, 10, 20, 30")
     p.add_argument("--long", action="store_true",
                    help=f"the positive control's budget: the Transformer only, {LONG_STEPS} steps of 8 x 512 tokens (8.2M), where the "
                         "dense control is grounded (~30 min on 2 cores; --archs and --steps still apply)")
@@ -75,7 +75,7 @@ def demo_sweep(args: argparse.Namespace):
     archs = [a.strip() for a in (args.archs or ("transformer" if args.long else "transformer,lstm")).split(",") if a.strip()]
     if args.quick:
         seeds, steps = seeds[:1], 30
-        data["train"].update(batch_size=4, checkpoint_every=15, checkpoint_dense_until=4, warmup_steps=5, log_every=10)
+        data["train"].update(batch_size=4, checkpoint_every=10, checkpoint_dense_until=0, warmup_steps=5, log_every=10)
         for c in data["corpora"].values():
             c["options"]["files"] = 16
     for block in data["grid"]:

@@ -26,13 +26,16 @@ import pickle
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
 
 from vlground.corpus.format import atomic_dir, write_json
 from vlground.errors import InputError
 from vlground.train.models import ATTENTION_ARCHS
+
+if TYPE_CHECKING:  # torch is imported where it is used: the sweep driver reads schedules without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ def _write_failure(exc: BaseException, path: Path) -> OSError:
 
 def _torch_save(obj, f: Path) -> None:
     """``torch.save`` through a Python file, so a full disk is an ``OSError`` naming ``f``."""
+    import torch
+
     try:
         with open(f, "wb") as fh:
             torch.save(obj, fh)
@@ -139,9 +144,12 @@ def _read_info(path: Path) -> dict:
         raise CorruptCheckpoint(f"{path / INFO}: corrupt ({exc})") from None
 
 
-def load_model(path: str | Path, *, attn_implementation: str | None = "eager", dtype: torch.dtype = torch.float32):
-    """The model of checkpoint ``path`` in eval mode. ``attn_implementation`` applies to archs
-    with attention (``"eager"`` so attention weights and their gradients can be read)."""
+def load_model(path: str | Path, *, attn_implementation: str | None = "eager", dtype: "torch.dtype | None" = None):
+    """The model of checkpoint ``path`` in eval mode (``dtype``: default float32).
+    ``attn_implementation`` applies to archs with attention (``"eager"`` so attention weights
+    and their gradients can be read)."""
+    import torch
+
     import vlground.train.lstm  # noqa: F401  (registers vlground_lstm with the Auto classes)
     from transformers import AutoModelForCausalLM
 
@@ -150,7 +158,7 @@ def load_model(path: str | Path, *, attn_implementation: str | None = "eager", d
         raise InputError(f"{path}: no such checkpoint folder")
     check_readable(path)
     info = _read_info(path)
-    kwargs = {"dtype": dtype}
+    kwargs = {"dtype": torch.float32 if dtype is None else dtype}
     if info.get("arch") in ATTENTION_ARCHS and attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -165,8 +173,8 @@ def load_checkpoint(
     path: str | Path,
     *,
     attn_implementation: str | None = "eager",
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device | None = None,
+    dtype: "torch.dtype | None" = None,
+    device: "str | torch.device | None" = None,
 ):
     """``(model, tokenizer)`` from a checkpoint folder; model in eval mode (on ``device`` if
     given), Transformer and hybrid attention eager. Raises :class:`InputError` for a missing or
@@ -186,6 +194,8 @@ def load_checkpoint(
 def load_trainer_state(path: str | Path) -> dict:
     """The resume state saved beside the weights (tensors and plain values only)."""
     f = Path(path) / TRAINER_STATE
+    import torch
+
     with open(f, "rb") as fh:  # FileNotFoundError, PermissionError ...: not corruption, propagate
         fh.read(1)
     try:
