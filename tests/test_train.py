@@ -273,3 +273,16 @@ def test_bundled_transformer_activation_is_gpt2s_gelu():
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(acts[0], acts[1], atol=1e-6)
     assert (acts[0] - acts[2]).abs().max() > 1e-4  # the check tells the exact (erf) GELU apart
+
+
+def test_threads_option_sets_torch_threads_and_rejects_nonsense(corpus, tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "r"), "--steps", "2", "--threads", "1",
+                     "--no-progress", "--checkpoint-every", "0"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "s"), "--threads", "0"])
+    assert "--threads: want a whole number >= 1" in capsys.readouterr().err

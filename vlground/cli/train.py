@@ -36,6 +36,16 @@ def _model_arg(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number >= 1, got {text!r}")
+    return n
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vlground.train.config import Hyper, TrainConfig
 
@@ -50,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             else:
                 run.add_argument(flag, action="store_true", help=f.metadata["help"])
             continue
-        kind = _seeds if f.name == "seeds" else int if f.name == "seed" else str
+        kind = _seeds if f.name == "seeds" else _threads if f.name == "threads" else int if f.name == "seed" else str
         run.add_argument(flag, type=kind, default=f.default, required=f.metadata.get("required", False),
                          metavar=f.name.upper(), help=f.metadata["help"])
     run.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
@@ -72,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         corpus=args.corpus, out=args.out, arch=args.arch, size=args.size, config=args.config, seed=args.seed,
         seeds=args.seeds, resume=args.resume, progress=args.progress, log_with=args.log_with, overrides=overrides,
-        model_overrides=dict(args.model_arg), stop_after=args.stop_after,
+        model_overrides=dict(args.model_arg), stop_after=args.stop_after, threads=args.threads,
     )
     out = train(cfg)
     print(out)

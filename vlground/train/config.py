@@ -125,6 +125,8 @@ class TrainConfig:
     resume: bool = _f(False, "continue from the latest complete checkpoint in the run folder")
     progress: bool = _f(True, "show a progress bar")
     log_with: str | None = _f(None, "experiment trackers: tensorboard, wandb, mlflow or all (comma list); files in OUT/tracking/")
+    threads: int | None = _f(None, "CPU threads for torch in this process (default: torch's, one per core); give 1 to each "
+                                   "of several trainings sharing a machine (two 2-thread runs on 2 cores ran 10-20x slower)")
     overrides: dict[str, Any] = _f(None, "training options over the config file (Hyper fields)", cli=False)
     model_overrides: dict[str, Any] = _f(None, "model kwargs over the config file's \"model\"", cli=False)
     stop_after: int | None = _f(None, "stop after this step without a checkpoint, as if killed (for tests)", cli=False)

@@ -44,6 +44,8 @@ _SAME = ("arch", "seed", "corpus", "n_chunks", "chunk_len", "vocab_size", "model
 def train(cfg: TrainConfig) -> Path:
     """Train one run into ``cfg.out`` (or, with ``cfg.seeds``, one per seed into
     ``cfg.out/seed-<k>/``); returns ``Path(cfg.out)``. Raises :class:`InputError` on bad input."""
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
     with _quiet_transformers():
         for one in [cfg.for_seed(s) for s in cfg.seeds] if cfg.seeds else [cfg]:
             _train_one(one)
