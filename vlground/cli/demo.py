@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus, checkpoints 0, 10, 20, 30")
     p.add_argument("--long", action="store_true",
                    help=f"the positive control's budget: the Transformer only, {LONG_STEPS} steps of 8 x 512 tokens (8.2M), where the "
-                        "dense control is grounded (~30 min on 2 cores; --archs and --steps still apply)")
+                        "dense control is grounded (16 min on 2 idle cores; --archs and --steps still apply)")
     p.add_argument("--vision", action="store_true",
                    help="the vision testbed instead: synthetic scenes -> tiny DINOv2 features -> tiny LMs -> inpainted mismatches -> probes")
 
