@@ -111,7 +111,7 @@ def test_second_trainer_is_refused(corpus, tmp_path, capsys):
 
 # -- 6. a full disk while training is one line, exit 1; earlier checkpoints intact ------------------------
 def test_full_disk_in_training(corpus, tmp_path, capsys, monkeypatch):
-    import vlground.train.checkpoint as ck
+    import torch
 
     run = tmp_path / "run"
     assert train(corpus, run, capsys, "--stop-after", "2")[0] == 0
@@ -122,7 +122,7 @@ def test_full_disk_in_training(corpus, tmp_path, capsys, monkeypatch):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
         raise OSError(errno.ENOSPC, "No space left on device")  # through a Python file object
 
-    monkeypatch.setattr(ck.torch, "save", full_disk_save)
+    monkeypatch.setattr(torch, "save", full_disk_save)  # vlground.train.checkpoint imports torch where it saves
     code, err = train(corpus, run, capsys, "--resume")
     line = one_error(err)
     assert code == 1 and line.endswith("trainer_state.pt: No space left on device"), line
