@@ -150,9 +150,16 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
         *marks, last = sw.data["probe"]["mechanistic_checkpoints"]
         assert marks and all(m in planned and 0 < m < int(t["steps"]) for m in marks) and last == "last", (argv, marks, planned)
         assert len([s for s in planned if s > 0]) >= 3, planned  # R² claims need R² (undefined at step 0) at 3 steps
-    assert demo_sweep(p.parse_args(["--out", "x"])).data["train"]["steps"] == 600  # the yaml's budget, not a CLI default
+    from vlground.cli.demo import _tokens, chunk_len
+
+    default = demo_sweep(p.parse_args(["--out", "x"]))
+    assert default.data["train"]["steps"] == 1500 and chunk_len(default) == 128  # the yaml's budget, not a CLI default
+    assert _tokens(default) == 1500 * 16 * 128
     long = demo_sweep(p.parse_args(["--long", "--out", "x"]))
     assert long.data["train"]["steps"] == 2000 and long.data["grid"][0]["archs"] == ["transformer"]
+    assert chunk_len(long) == 512 and long.data["train"]["batch_size"] == 8 and _tokens(long) == 8_192_000  # the paper's chunks
+    build = [t for t in long.tasks if t.kind == "build-corpus"]
+    assert build and all(t.kwargs["chunk_len"] == 512 for t in build)
     assert demo_sweep(p.parse_args(["--long", "--archs", "transformer,lstm", "--out", "x"])).data["grid"][0]["archs"] == ["transformer", "lstm"]
     from vlground.errors import InputError
 
@@ -162,8 +169,8 @@ def test_demo_sweep_has_both_corpora_with_one_budget():
         {"group": "transformer/childes", "verdict": "no meaningful effect", "effect": 0.001, "ci_low": -0.01, "ci_high": 0.012,
          "power_note": "not at this budget: could have detected >= 0.02 nats"},
         {"group": "transformer/dense-control", "verdict": "grounded", "effect": 1.9, "ci_low": 1.5, "ci_high": 2.3, "power_note": ""},
-    ], 1_638_400)
-    assert lines[0].startswith("dense control (a positive control only from ~6.1M tokens: vlground demo --long) at 1.64M tokens: "
+    ], 1_638_400, 512)
+    assert lines[0].startswith("dense control (a positive control only from ~6.1M tokens at 512-token chunks) at 1.64M tokens: "
                                "transformer grounded, +1.9 nats")
     assert verdict_lines([{"group": "transformer/dense-control", "verdict": "grounded", "effect": 2.5, "ci_low": 2.0, "ci_high": 3.0,
                            "power_note": ""}], 8_192_000)[0].startswith("dense control (positive control) at 8.19M tokens")

@@ -5,11 +5,11 @@ command's options applied, on an embedded, lean Ray instance (no dashboard; one 
 killing the demo stops its tasks and the instance). Each task resumes: re-running skips what is
 finished.
 
-1. generate two CHILDES-like CHAT corpora: a dense-co-occurrence control (``dense-control``:
-   object words co-occur in ~84 % of 512-token chunks; the **positive control** at ``--long``'s
-   8.2M tokens, where it was found grounded, while at the default 2.5M tokens neither corpus is
-   grounded yet) and one at CHILDES's density (``childes``: ~30 %, "roughly one-third" as the
-   paper reports);
+1. generate two CHILDES-like CHAT corpora cut into 128-token chunks: a dense-co-occurrence
+   control (``dense-control``: object words have both forms in ~80 % of the chunks; the
+   **positive control**, grounded from 1.8M of the default 3.1M tokens) and one at CHILDES's
+   density (``childes``: ~24 %; the paper reports "roughly one-third"). The paper's 512-token chunks
+   need ~6M tokens before the tiny Transformer grounds (docs/emergence.md): ``--long`` runs that;
 2. train tiny Transformer and LSTM models on each, same models, seeds and token budget;
 3. probe every checkpoint through the ``childes`` adapter: behaviour on all of them, the
    mechanistic probes (saliency, heads, ablation, lens) on a few;
@@ -31,12 +31,17 @@ from pathlib import Path
 HELP = "two bundled corpora (a dense control, CHILDES density) -> tiny models -> probes -> report, on a laptop CPU (--long: the positive control's budget)"
 
 #: what docs/emergence.md measured at CHILDES density (printed beside the demo's CHILDES verdict)
-EMERGENCE_FINDING = "docs/emergence.md: the tiny Transformer at CHILDES density first reaches the minimum effect between 3.3M and 4.9M tokens (one seed, generated data)"
-#: steps of 8 x 512 tokens in ``--long``: the dense control's Transformer crossed the minimum effect at step
-#: 1500 of such a run (6.1M tokens) and read +2.5 nats at step 2000 (README, Measured)
+EMERGENCE_FINDING = ("docs/emergence.md: with the paper's 512-token chunks the tiny Transformer at CHILDES density first reaches "
+                     "the minimum effect after 4.9M-7.0M tokens (three runs, one seed each, generated data)")
+#: steps of 8 x 512 tokens in ``--long`` (the paper's chunk length): the dense control's Transformer
+#: crossed the minimum effect at step 1500 of such a run (6.1M tokens; README, Measured)
 LONG_STEPS = 2000
-#: tokens from which docs/emergence.md and the ``--long`` run found the tiny Transformer grounded on the dense control
-CONTROL_ONSET_TOKENS = 6_100_000
+#: ``--long``'s corpora and batches: the paper's 512-token chunks, 8 per step
+LONG_TRAIN = {"batch_size": 8, "checkpoint_every": 100, "checkpoint_dense_until": 16}
+LONG_CHUNK = 512
+#: chunk length -> training tokens from which the tiny Transformer was found grounded on the dense
+#: control (README, Measured; docs/emergence.md): below them the demo's note says "not expected yet"
+CONTROL_ONSET_TOKENS = {128: 1_843_200, 512: 6_100_000}
 #: corpus -> how the demo names it in its verdict lines
 LABELS = {"dense-control": "dense control (positive control)", "childes": "CHILDES density"}
 
@@ -47,12 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("vlground-demo"), help="demo folder (default: ./vlground-demo)")
     p.add_argument("--archs", default=None, help="architectures to train (default: transformer,lstm; --long: transformer)")
     p.add_argument("--seeds", default=None, help="seeds per architecture and corpus (default: 0; 0,1,2 for seed bands; --vision: 0,1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: demo.yaml's, 600 of 8 x 512 tokens)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: demo.yaml's, 1500 of 16 x 128 tokens)")
     p.add_argument("--probes", default="behaviour,saliency,heads,ablation,lens", help="probes to run (default: all)")
     p.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray instance: tasks at once (default: one per core, at most 4)")
-    p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 512 tokens, 16 files per corpus, checkpoints 0, 10, 20, 30")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 1 seed, 30 steps of 4 x 128 tokens, 16 files per corpus, checkpoints 0, 10, 20, 30")
     p.add_argument("--long", action="store_true",
-                   help=f"the positive control's budget: the Transformer only, {LONG_STEPS} steps of 8 x 512 tokens (8.2M), where the "
+                   help=f"the paper's 512-token chunks: the Transformer only, {LONG_STEPS} steps of 8 x 512 tokens (8.2M), where the "
                         "dense control is grounded (16 min on 2 idle cores; --archs and --steps still apply)")
     p.add_argument("--vision", action="store_true",
                    help="the vision testbed instead: synthetic scenes -> tiny DINOv2 features -> tiny LMs -> inpainted mismatches -> probes")
@@ -78,6 +83,10 @@ def demo_sweep(args: argparse.Namespace):
         data["train"].update(batch_size=4, checkpoint_every=10, checkpoint_dense_until=0, warmup_steps=5, log_every=10)
         for c in data["corpora"].values():
             c["options"]["files"] = 16
+    if args.long:
+        data["train"].update(LONG_TRAIN)
+        for c in data["corpora"].values():
+            c["options"]["chunk_len"] = LONG_CHUNK
     for block in data["grid"]:
         block.update(archs=archs, seeds=seeds)
     data["train"]["steps"] = steps
@@ -101,9 +110,14 @@ def corpus_of(group: str) -> str:
     return str(group).partition("/")[2] or str(group)
 
 
+def chunk_len(sweep) -> int:
+    """The demo corpora's chunk length (tokens per training sequence)."""
+    return max(int((c.get("options") or {}).get("chunk_len", 512)) for c in sweep.data["corpora"].values())
+
+
 def _tokens(sweep) -> int:
     t = sweep.data["train"]
-    return int(t["steps"]) * int(t.get("batch_size", 8)) * 512
+    return int(t["steps"]) * int(t.get("batch_size", 8)) * chunk_len(sweep)
 
 
 def _fmt_tokens(n: int) -> str:
@@ -112,7 +126,7 @@ def _fmt_tokens(n: int) -> str:
     return fmt_tokens(n)
 
 
-def verdict_lines(verdicts: list[dict], tokens: int) -> list[str]:
+def verdict_lines(verdicts: list[dict], tokens: int, chunk: int = 512) -> list[str]:
     """One line per corpus, in words: ``dense control (positive control): transformer grounded,
     +1.9 nats [95% CI ...] at 1.6M tokens; lstm ...``; a null carries its power note."""
     by_corpus: dict[str, list[dict]] = {}
@@ -131,8 +145,9 @@ def verdict_lines(verdicts: list[dict], tokens: int) -> list[str]:
             parts.append(part)
         tail = f" ({EMERGENCE_FINDING})" if corpus == "childes" else ""
         label = LABELS.get(corpus, corpus)
-        if corpus == "dense-control" and tokens < CONTROL_ONSET_TOKENS:
-            label = f"dense control (a positive control only from ~{_fmt_tokens(CONTROL_ONSET_TOKENS)} tokens: vlground demo --long)"
+        onset = CONTROL_ONSET_TOKENS.get(chunk)
+        if corpus == "dense-control" and onset is not None and tokens < onset:
+            label = f"dense control (a positive control only from ~{_fmt_tokens(onset)} tokens at {chunk}-token chunks)"
         lines.append(f"{label} at {_fmt_tokens(tokens)} tokens: " + "; ".join(parts) + tail)
     return lines
 
@@ -196,16 +211,17 @@ def run(args: argparse.Namespace) -> int:
     print("the paper's claims, per corpus:\n" + claims_by_corpus(claims_table(load(outcome.report.parent))))
     control = [v for v in verdicts if corpus_of(v["group"]) == "dense-control" and str(v["group"]).startswith("transformer")]
     if control and not args.quick and any(v["verdict"] != "grounded" for v in control):
-        if _tokens(sweep) < CONTROL_ONSET_TOKENS:
-            print(f"demo: note: at {_fmt_tokens(_tokens(sweep))} tokens the dense control's Transformer is not expected to be "
-                  f"grounded yet (a --long run crossed the minimum effect at {_fmt_tokens(CONTROL_ONSET_TOKENS)} tokens; "
-                  "docs/emergence.md: 4.9M-6.6M); `vlground demo --long` runs the positive control to 8.2M tokens", file=sys.stderr)
+        onset = CONTROL_ONSET_TOKENS.get(chunk_len(sweep))
+        if onset is not None and _tokens(sweep) < onset:
+            print(f"demo: note: at {_fmt_tokens(_tokens(sweep))} tokens of {chunk_len(sweep)}-token chunks the dense control's "
+                  f"Transformer is not expected to be grounded yet (measured onset: {_fmt_tokens(onset)} tokens; README, Measured)",
+                  file=sys.stderr)
         else:
             print("demo: warning: the positive control's Transformer was not found grounded; the instrument or the run "
                   "is off (see the report)", file=sys.stderr)
     ray_s = f"; Ray start-up {outcome.ray_start_s:.1f} s" if outcome.ray_start_s is not None else ""
     print(f"report: {outcome.report.resolve()}  ({time.perf_counter() - t0:.0f} s{ray_s})")
     print("what was found:")
-    for line in verdict_lines(verdicts, _tokens(sweep)):
+    for line in verdict_lines(verdicts, _tokens(sweep), chunk_len(sweep)):
         print(f"  {line}")
     return 0
