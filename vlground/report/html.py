@@ -3,6 +3,7 @@ anchors, a table of contents, inlined images and atomic file writes. Tables:
 :mod:`vlground.report.tables`; provenance: :mod:`vlground.report.provenance`."""
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -62,7 +63,9 @@ def img(path: Path, alt: str = "", wide: bool = False) -> str:
     r = render.active()
     if r is not None and r.is_pending(Path(path)):
         return r.placeholder(Path(path), alt, wide)
-    return render.data_uri_img(Path(path), alt, wide)
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    cls = " class=wide" if wide else ""
+    return f'<img{cls} src="data:image/png;base64,{data}" alt="{html.escape(alt or Path(path).stem)}">'
 
 
 @dataclass

@@ -13,14 +13,13 @@ Pixels are the same either way (same matplotlib, same layout call, same dpi).
 """
 from __future__ import annotations
 
-import base64
-import html
 import os
 import pickle
 import queue
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,18 +44,29 @@ class Renderer:
     """A pool of figure-drawing subprocesses fed from a queue (one feeding thread per worker)."""
 
     def __init__(self, workers: int):
+        self.workers = workers
         self.jobs: queue.Queue = queue.Queue()
-        self.pending: dict[str, tuple] = {}  # path -> (token, alt, wide) of img() placeholders
+        self.pending: dict[str, tuple] = {}  # placeholder token -> (path, alt, wide) of an img() still to fill
         self.submitted: set[str] = set()
         self.errors: list[str] = []
         self._lock = threading.Lock()
-        self._procs = [subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(workers)]
-        self._threads = [threading.Thread(target=self._feed, args=(p,), daemon=True) for p in self._procs]
-        for t in self._threads:
+        self._procs: list[subprocess.Popen] = []  # started by the first figure: a report without one starts none
+        self._threads: list[threading.Thread] = []
+
+    def _start(self) -> None:
+        for _ in range(self.workers):
+            # stderr to a file, not a pipe nobody reads while the worker runs: a full pipe would block it
+            err = tempfile.TemporaryFile()
+            p = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            p.err_file = err
+            t = threading.Thread(target=self._feed, args=(p,), daemon=True)
+            self._procs.append(p)
+            self._threads.append(t)
             t.start()
 
     def submit(self, data: bytes, path: Path) -> None:
+        if not self._procs:
+            self._start()
         self.submitted.add(str(path))
         self.jobs.put((data, str(path)))
 
@@ -84,7 +94,9 @@ class Renderer:
                 reply = f"error {path}: the drawing process ended ({type(exc).__name__})"
             if reply != "ok":
                 if not reply:
-                    err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+                    proc.wait()
+                    proc.err_file.seek(0)
+                    err = proc.err_file.read().decode("utf-8", "replace").strip().splitlines()
                     reply = f"error {path}: the drawing process ended" + (f" ({err[-1]})" if err else "")
                 with self._lock:
                     self.errors.append(reply.removeprefix("error "))
@@ -102,7 +114,7 @@ class Renderer:
                 pass
             p.wait()
             p.stdout.close()
-            p.stderr.close()
+            p.err_file.close()
 
     def fill(self, text: str) -> str:
         """``text`` with every placeholder replaced by its finished ``<img>``."""
@@ -134,12 +146,6 @@ def rendering(workers: int | None = None):
         raise RuntimeError(f"{len(r.errors)} figure(s) could not be drawn: {'; '.join(r.errors[:3])}")
 
 
-def data_uri_img(path: Path, alt: str, wide: bool) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    cls = " class=wide" if wide else ""
-    return f'<img{cls} src="data:image/png;base64,{data}" alt="{html.escape(alt or Path(path).stem)}">'
-
-
 def serve() -> None:
     """A worker: read ``(path, pickled figure)`` records from stdin, draw each, answer ``ok`` or
     ``error <path>: <reason>`` per record on stdout; stop at end of input."""
@@ -149,6 +155,7 @@ def serve() -> None:
     from vlground.report.plots import _render
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything drawing code prints must not be read as a reply
     while True:
         head = inp.read(8)
         if len(head) < 8:
